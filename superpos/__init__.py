@@ -1,0 +1,18 @@
+"""superpos: train thousands of toy models of superposition at once."""
+from .config import SCHEDULES, TrainConfig, TrainResult
+from .spec import ACTIVATIONS, ModelSpec, Population, sample_batch
+from .train import BACKENDS, resolve_backend, train
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
+           "resolve_backend", "ACTIVATIONS", "SCHEDULES", "BACKENDS", "__version__"]
+
+
+def __getattr__(name):  # heavy submodules load on first use
+    import importlib
+    if name in ("analysis", "plots", "sweep", "store", "rng", "reference"):
+        return importlib.import_module(f".{name}", __name__)
+    if name == "load_run":
+        return importlib.import_module(".store", __name__).load_run
+    raise AttributeError(name)
