@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def train_tiled(*a, **k):
+    raise NotImplementedError

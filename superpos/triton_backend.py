@@ -1,0 +1,77 @@
+"""The "triton" backend: fused kernels advance all models by many steps per launch."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import rng
+from .config import TrainConfig, TrainResult
+from .reference import model_status
+from .spec import Population
+
+# Bound on one launch's work (samples x 10 m n FLOPs) so progress can advance between launches:
+# 2e11 FLOPs is a few tens of ms on an H100 (estimate, not yet measured on a GPU).
+FLOPS_PER_LAUNCH = 2e11
+
+
+def _device(device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return torch.device("cpu")
+    raise ValueError("backend 'triton' needs a CUDA device (or TRITON_INTERPRET=1 to interpret on the CPU)")
+
+
+def as_uint32_bits(x: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2^32) -> int32 tensor with the same 32 bits (the kernels bitcast back)."""
+    return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
+
+
+def make_data(pop: Population, batch_size: int, device):
+    from .kernels.buffers import TrainData
+    thr, scale = rng.data_thresholds(pop.feature_probability)
+    return TrainData(seed=pop.seed.to(device), thr=as_uint32_bits(thr).to(device), scale=scale.to(device),
+                     importance=pop.importance.to(device), batch_size=batch_size,
+                     relu=pop.spec.activation == "relu")
+
+
+def steps_per_launch(pop: Population, cfg: TrainConfig) -> int:
+    n, m = pop.spec.n_features, pop.spec.n_hidden
+    work = 10.0 * m * n * cfg.batch_size * len(pop) + 1.0
+    return int(max(1, min(cfg.steps, FLOPS_PER_LAUNCH // work)))
+
+
+def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, input_precision="ieee",
+                 max_steps_per_launch: int | None = None) -> TrainResult:
+    from .kernels.buffers import Hyper, TrainState
+    from .kernels.configs import choose_config
+    from .kernels.train_small import train_small
+    from .kernels.train_tiled import train_tiled
+
+    device = _device(device)
+    n, m = pop.spec.n_features, pop.spec.n_hidden
+    kcfg = choose_config(n, m, cfg.batch_size, input_precision)
+    launch = train_small if kcfg.kind == "small" else train_tiled
+    W = pop.W.to(device)
+    b = pop.b.to(device)
+    state = TrainState(W.clone(), b.clone(), torch.full_like(W, float("nan")), torch.full_like(b, float("nan")),
+                       torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b))
+    data = make_data(pop, cfg.batch_size, device)
+    B = cfg.batch_size
+    hyper = Hyper(coef=2.0 / (B * n), inv_bn=1.0 / (B * n), beta1=cfg.betas[0], beta2=cfg.betas[1], eps=cfg.eps)
+    consts = cfg.adamw_constants().to(device)
+    logged = cfg.logged_steps()
+    loss = torch.full((len(pop), len(logged)), float("nan"), dtype=torch.float32, device=device)
+    chunk = max_steps_per_launch or steps_per_launch(pop, cfg)
+    for t0 in range(0, cfg.steps, chunk):
+        n_steps = min(chunk, cfg.steps - t0)
+        launch(state, data, consts, loss, t0, n_steps, cfg.steps, cfg.log_every, hyper, kcfg)
+        state.swap()
+        if progress is not None:
+            progress(t0 + n_steps)
+    W, b, history = state.W_in.cpu(), state.b_in.cpu(), loss.cpu()
+    return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
+                       status=model_status(W, b, history), backend="triton")
