@@ -1,12 +1,16 @@
 """Which kernel and block sizes a shape gets: a documented heuristic, no autotuning.
 
 - "small" (register-resident, CUDA-core arithmetic) when the padded weight tile MP*NP <= SMALL_MAX:
-  every per-sample product lives in a [BG, MP, NP] block; BG is chosen so that block holds about
-  BLOCK_ELEMS values (enough independent Philox work per thread to hide latency, few enough registers
-  that nothing spills), and warps grow with the block (ELEMS_PER_WARP values per warp).
+  every per-sample product lives in a [BG, MP, NP] block. Warps grow with the weight tile (1, 2, 4, 8);
+  BG is the largest that keeps WORDS_PER_THREAD Philox words and PRODUCTS_PER_THREAD product values
+  per thread: more spills (ptxas -v, sm_90: 16 words/thread spilled 52 bytes at n=2, m=1; 4 words and
+  16 products spilled 32-44 bytes at n=3, m=2 / n=20, m=5 / n=37, m=5).
 - "tiled" otherwise (n in the hundreds): tl.dot on [BG, MP] x [MP, NC] tiles, W and AdamW state in
   global memory (L2-resident: one model's state is 16 m n bytes), input_precision "ieee" or "tf32".
-  tl.dot needs every dimension >= 16, hence MP >= 16 and BG >= 16.
+  tl.dot needs every dimension >= 16, hence MP >= 16 and BG >= 16. NC=16 with 8 warps compiles with no
+  spills for MP <= 32 in "ieee" (ptxas sm_90: 222 registers); NC=64 / 4 warps spilled ~4 KB. Known gap:
+  MP=64 ("ieee") and "tf32" still spill (the four Philox lanes' blocks stay live together); see
+  `python -m superpos.kernels.compile_check`.
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
@@ -15,8 +19,9 @@ from dataclasses import dataclass
 import triton
 
 SMALL_MAX = 512
-BLOCK_ELEMS = 2048
-ELEMS_PER_WARP = 512
+WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
+PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
+TILED_NC, TILED_BG, TILED_WARPS = 16, 16, 8
 PRECISIONS = ("ieee", "tf32")
 
 
@@ -38,9 +43,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = triton.next_power_of_2(m)
     NP = max(2, triton.next_power_of_2(n))
     if MP * NP <= SMALL_MAX:
-        BG = max(1, min(BLOCK_ELEMS // (MP * NP), triton.next_power_of_2(groups)))
-        warps = max(1, min(4, BG * MP * NP // ELEMS_PER_WARP))
+        warps = 1 if MP * NP <= 16 else (2 if MP * NP <= 64 else (4 if MP * NP <= 256 else 8))
+        threads = 32 * warps
+        BG = min(WORDS_PER_THREAD * threads // NP, PRODUCTS_PER_THREAD * threads // (MP * NP))
+        BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
-    MP = max(16, MP)
-    NC = 64 if MP <= 32 else 32
-    return KernelConfig("tiled", MP, NC, 16, 4, input_precision)
+    return KernelConfig("tiled", max(16, MP), TILED_NC, TILED_BG, TILED_WARPS, input_precision)

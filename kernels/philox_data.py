@@ -7,8 +7,8 @@ value is min(float32(word) * scale_i, ONE_BELOW).
 import triton
 import triton.language as tl
 
-LANES: tl.constexpr = 4
-ONE_BELOW: tl.constexpr = 0.99999994  # largest float32 below 1.0 (exactly representable)
+LANES = tl.constexpr(4)
+ONE_BELOW = tl.constexpr(0.99999994)  # largest float32 below 1.0 (exactly representable)
 
 
 @triton.jit

@@ -1,0 +1,124 @@
+"""Compile every shipped kernel configuration for a GPU target on any machine (no GPU needed) and read
+ptxas's resource report: registers, spill bytes, shared memory. `python -m superpos.kernels.compile_check`
+prints the table; tests/test_compile.py asserts no spills.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from .configs import choose_config
+from .philox_data import _sample_batch_kernel
+from .train_small import _train_small_kernel
+from .train_tiled import _train_tiled_kernel
+
+# Shapes the tests and the paper's experiments use (n, m, batch).
+SHAPES = [(2, 1, 1024), (3, 2, 1024), (5, 2, 1024), (20, 5, 1024), (37, 5, 1024),
+          (200, 20, 1024), (400, 30, 1024)]
+ARCHS = (90, 80)
+
+
+def known_spill(cfg) -> bool:
+    """Configurations that still spill, documented in configs.py: tiled with MP=64 or tf32."""
+    return cfg.kind == "tiled" and (cfg.input_precision == "tf32" or cfg.MP > 32)
+
+_PTR, _I, _F = "*fp32", "i32", "fp32"
+_COMMON = {"seed_ptr": "*i64", "thr_ptr": "*i32", "scale_ptr": _PTR, "imp_ptr": _PTR, "consts_ptr": _PTR,
+           "loss_ptr": _PTR, "n": _I, "m": _I, "B": _I, "t0": _I, "n_steps": _I, "total_steps": _I,
+           "log_every": _I, "n_log": _I, "coef": _F, "inv_bn": _F, "beta1": _F, "beta2": _F, "eps": _F}
+
+
+def _state_args(names):
+    return {name: _PTR for name in names}
+
+
+def kernel_sources(cfg, relu=True):
+    """(name, ASTSource, num_warps) for every kernel the launcher may pick for this config."""
+    state = ["W_in", "b_in", "W_out", "b_out", "mW_ptr", "vW_ptr", "mb_ptr", "vb_ptr"]
+    if cfg.kind == "small":
+        fn, consts = _train_small_kernel, {"MP": cfg.MP, "NP": cfg.NP, "BG": cfg.BG, "RELU": relu}
+        sig = {**_state_args(state), **_COMMON}
+    else:
+        fn = _train_tiled_kernel
+        consts = {"MP": cfg.MP, "NC": cfg.NP, "BG": cfg.BG, "RELU": relu, "PREC": cfg.input_precision}
+        sig = {**_state_args(state + ["dW_ptr", "db_ptr"]), **_COMMON}
+    sig.update({k: "constexpr" for k in consts})
+    sig = {name: sig[name] for name in fn.arg_names}  # in parameter order
+    out = [(fn.__name__, ASTSource(fn, sig, constexprs=consts), cfg.num_warps)]
+    samp_consts = {"BG": 64, "NP": max(2, triton.next_power_of_2(cfg.NP))}
+    samp_sig = {"seed_ptr": "*i64", "thr_ptr": "*i32", "scale_ptr": _PTR, "out_ptr": _PTR, "step": _I,
+                "n": _I, "B": _I, **{k: "constexpr" for k in samp_consts}}
+    out.append((_sample_batch_kernel.__name__, ASTSource(_sample_batch_kernel, samp_sig, constexprs=samp_consts), 4))
+    return out
+
+
+def ptxas_report(ptx: str, arch: int) -> dict:
+    """Registers, spill bytes and shared memory that ptxas -v reports for a PTX module."""
+    from triton.backends.nvidia.compiler import get_ptxas
+    try:
+        ptxas = get_ptxas(arch)  # Triton >= 3.6 takes the target
+    except TypeError:
+        ptxas = get_ptxas()
+    ptxas = getattr(ptxas, "path", ptxas)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        gpu = re.search(r"^\.target\s+(sm_\w+)", ptx, re.M).group(1)  # e.g. sm_90a, as Triton emitted it
+        proc = subprocess.run([ptxas, "-v", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "k.cubin")],
+                              capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if proc.returncode:
+        raise RuntimeError(f"ptxas failed for sm_{arch}: {text.strip()}")
+    num = lambda pat: int(m.group(1)) if (m := re.search(pat, text)) else 0
+    return {"registers": num(r"Used (\d+) registers"), "spill_stores": num(r"(\d+) bytes spill stores"),
+            "spill_loads": num(r"(\d+) bytes spill loads"), "stack": num(r"(\d+) bytes stack frame"),
+            "smem_ptxas": num(r"(\d+) bytes smem")}
+
+
+def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32"), activations=(True, False)):
+    """One row per (shape, arch, kernel, precision): the config and ptxas's figures."""
+    rows, seen = [], set()
+    for n, m, batch in shapes:
+        for prec in precisions:
+            cfg = choose_config(n, m, batch, prec)
+            if cfg.kind == "small" and prec != "ieee":
+                continue  # the small kernel has no tl.dot: precision does not apply
+            for arch in archs:
+                for relu in activations:
+                    for name, src, warps in kernel_sources(cfg, relu):
+                        key = (name, str(src.constants), warps, arch)
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        ck = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+                        rep = ptxas_report(ck.asm["ptx"], arch)
+                        rows.append({"n": n, "m": m, "batch": batch, "arch": f"sm_{arch}", "kernel": name,
+                                     "relu": relu, "precision": prec, "config": cfg, "num_warps": warps,
+                                     "known_spill": known_spill(cfg) and name != _sample_batch_kernel.__name__,
+                                     "shared": ck.metadata.shared, **rep})
+    return rows
+
+
+def main():
+    rows = compile_report()
+    print(f"{'n':>5} {'m':>3} {'arch':>6} {'kernel':<22} {'relu':>5} {'prec':>5} {'MP':>3} {'NP/NC':>5} {'BG':>4}"
+          f" {'warps':>5} {'regs':>5} {'spill st':>8} {'spill ld':>8} {'smem':>6}")
+    for r in rows:
+        c = r["config"]
+        print(f"{r['n']:>5} {r['m']:>3} {r['arch']:>6} {r['kernel']:<22} {str(r['relu']):>5} {r['precision']:>5}"
+              f" {c.MP:>3} {c.NP:>5} {c.BG:>4} {r['num_warps']:>5} {r['registers']:>5} {r['spill_stores']:>8}"
+              f" {r['spill_loads']:>8} {r['shared']:>6}")
+    spills = [r for r in rows if r["spill_stores"] or r["spill_loads"]]
+    bad = [r for r in spills if not r["known_spill"]]
+    print(f"{len(rows)} kernels compiled, {len(spills)} with spills ({len(spills) - len(bad)} known, see configs.py)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
