@@ -1,0 +1,389 @@
+"""Measurements of trained toy models: norms, superposition, dimensionality, geometry, phases, theory.
+
+Metrics take W of shape (K, m, n), a torch tensor or a numpy array (column W[k, :, i] is feature i's
+direction in model k), and return float64 numpy arrays with a leading K axis. The vectorised metrics
+(feature_norms .. summary_metrics, classify_phase) also accept one (m, n) matrix and treat it as K = 1:
+the result keeps its K = 1 axis. The geometry functions take one model's (m, n) matrix.
+
+Everything reduces to two (K, n) quantities, ||W_i||^2 and sum_j (W_i . W_j)^2, computed as
+W_i^T (W W^T) W_i so that memory is O(K m n), never O(K n^2) (n = 400 with thousands of models).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+# --- thresholds (one place; plots and tests read them from here) ----------------------------------
+ZERO_NORM = 1e-3
+"""||W_i|| below this: the column is decayed noise whose direction means nothing, so D_i = 0 and its
+superposition is 0. Far below any learned feature (norm ~1) and far above float32 round-off."""
+
+REPRESENTED_NORM = 0.5
+"""||W_i|| above this: the feature is represented. Learned features sit near 1, unlearned ones near 0
+(the paper's ||W_i||^2 ~ 1 or ~ 0); halfway splits the two with the widest margin."""
+
+EDGE_THRESHOLD = 0.1
+"""|W_i . W_j| above this: an edge of the feature-geometry graph. The weakest overlap any listed
+structure needs to stay connected is 1/3 (tetrahedron; the square antiprism's squares too), while
+trained orthogonal factors keep residual overlaps of a few hundredths, so 0.1 sits between them."""
+
+RANK_TOL = 0.1
+"""Singular values above RANK_TOL * the largest count toward the rank of a component's vectors: the
+listed structures are tight frames (all nonzero singular values equal), so any tolerance well below
+1 finds their rank, and 0.1 ignores a slight tilt out of the plane of a trained pentagon."""
+
+DIM_RTOL = 0.15
+"""A component of N features spanning d dimensions is a uniform structure when every member's D_i is
+within 15% of d / N. Labels are picked by (N, d), so the tolerance only has to reject lopsided
+arrangements, not to separate neighbouring fractions such as 2/5 and 3/8."""
+
+SUPERPOSITION_THRESHOLD = 0.1
+"""A feature is in superposition when sum_{j != i} (W^_i . W_j)^2 (classify_phase: over represented j
+only) exceeds this: the candidate solutions give 0 (dedicated), 1/2 (triangle) or 1 (antipodal pair),
+so the cut is far from all of them; 0.1 is a single overlap of cos ~ 0.3."""
+
+PHASES = ("not learned", "dedicated", "superposition")
+
+# (component size, rank) -> structure; members of a uniform structure have D_i = rank / size.
+STRUCTURES = {
+    (1, 1): "dedicated",
+    (2, 1): "antipodal pair",
+    (3, 2): "triangle",
+    (4, 3): "tetrahedron",
+    (5, 2): "pentagon",
+    (8, 3): "square antiprism",
+}
+NOT_REPRESENTED = "not represented"
+OTHER = "other"
+# the fractions D_i cluster at in the paper (plots draw lines there)
+PAPER_FRACTIONS = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, 1 / 3)
+
+
+# --- input handling -------------------------------------------------------------------------------
+def _as_numpy(W) -> np.ndarray:
+    """float64 numpy copy of a torch tensor or array-like (analysis wants float64 round-off)."""
+    if hasattr(W, "detach"):
+        W = W.detach().cpu().double().numpy()
+    return np.asarray(W, dtype=np.float64)
+
+
+def _batch(W) -> np.ndarray:
+    """(K, m, n) float64; a single (m, n) becomes K = 1."""
+    W = _as_numpy(W)
+    if W.ndim == 2:
+        W = W[None]
+    if W.ndim != 3:
+        raise ValueError(f"W must have shape (K, m, n) or (m, n), got {W.shape}")
+    return W
+
+
+def _single(W) -> np.ndarray:
+    """One model's (m, n) float64 matrix (a (1, m, n) batch is accepted too)."""
+    W = _as_numpy(W)
+    if W.ndim == 3 and W.shape[0] == 1:
+        W = W[0]
+    if W.ndim != 2:
+        raise ValueError(f"W must be one model's (m, n) matrix, got shape {W.shape}")
+    return W
+
+
+def _norm_sq_and_interference(W: np.ndarray):
+    """||W_i||^2 and sum_j (W_i . W_j)^2, both (K, n), without forming the (K, n, n) Gram matrix."""
+    norm_sq = np.einsum("kmi,kmi->ki", W, W)
+    M = W @ W.transpose(0, 2, 1)  # [K, m, m]
+    return norm_sq, np.einsum("kmi,kmi->ki", M @ W, W)
+
+
+def _safe_divide(num, den, where) -> np.ndarray:
+    """num / den where `where`, else 0 (unrepresented columns get 0, not NaN)."""
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=where)
+    return out
+
+
+def _dims_and_superposition(W: np.ndarray):
+    """||W_i||^2, D_i and superposition_i, each (K, n); 0 for columns below ZERO_NORM."""
+    norm_sq, inter = _norm_sq_and_interference(W)
+    live = norm_sq > ZERO_NORM**2
+    dims = _safe_divide(norm_sq**2, inter, live)
+    sup = np.maximum(_safe_divide(inter - norm_sq**2, norm_sq, live), 0.0)
+    return norm_sq, dims, sup
+
+
+# --- per-feature and per-model metrics ------------------------------------------------------------
+def feature_norms(W) -> np.ndarray:
+    """(K, n) ||W_i||: ~1 for a represented feature, ~0 for one the model dropped."""
+    W = _batch(W)
+    return np.sqrt(np.einsum("kmi,kmi->ki", W, W))
+
+
+def superposition(W) -> np.ndarray:
+    """(K, n) sum_{j != i} (W^_i . W_j)^2: how much other features leak into feature i's direction.
+
+    0 for an orthogonal (or unrepresented, ||W_i|| < ZERO_NORM) feature, 1 for each antipodal partner.
+    """
+    return _dims_and_superposition(_batch(W))[2]
+
+
+def feature_dimensionality(W) -> np.ndarray:
+    """(K, n) D_i = ||W_i||^2 / sum_j (W^_i . W_j)^2 = ||W_i||^4 / sum_j (W_i . W_j)^2 (j = i included).
+
+    The fraction of a dimension feature i gets: 1 dedicated, 1/2 antipodal pair, 2/5 pentagon, ...
+    D_i = 0 where ||W_i|| < ZERO_NORM (the paper's value for an unlearned feature).
+    """
+    return _dims_and_superposition(_batch(W))[1]
+
+
+def total_dimensionality(W) -> np.ndarray:
+    """(K,) sum_i D_i: equals m when features are packed efficiently (paper)."""
+    return feature_dimensionality(W).sum(axis=1)
+
+
+def frobenius_sq(W) -> np.ndarray:
+    """(K,) ||W||_F^2: roughly the number of features a model represents."""
+    W = _batch(W)
+    return np.einsum("kmi,kmi->k", W, W)
+
+
+def dimensions_per_feature(W) -> np.ndarray:
+    """(K,) D* = m / ||W||_F^2, the paper's "dimensions per feature"; NaN for an all-zero W."""
+    W = _batch(W)
+    return _dstar(W.shape[1], frobenius_sq(W))
+
+
+def _dstar(m: int, fro: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(fro > 0, m / fro, np.nan)
+
+
+def summary_metrics(W) -> dict:
+    """Per-model columns for a sweep's results table, each a (K,) numpy array.
+
+    dims_per_feature (D*), frobenius_sq, n_represented (||W_i|| > REPRESENTED_NORM),
+    mean_dimensionality (mean D_i over represented features; NaN if none), total_dimensionality,
+    n_superposed (represented features whose superposition exceeds SUPERPOSITION_THRESHOLD).
+    """
+    W = _batch(W)
+    norm_sq, dims, sup = _dims_and_superposition(W)
+    represented = norm_sq > REPRESENTED_NORM**2
+    n_rep = represented.sum(axis=1)
+    fro = norm_sq.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_dim = np.where(n_rep > 0, (dims * represented).sum(axis=1) / n_rep, np.nan)
+    return {
+        "dims_per_feature": _dstar(W.shape[1], fro),
+        "frobenius_sq": fro,
+        "n_represented": n_rep.astype(np.int64),
+        "mean_dimensionality": mean_dim,
+        "total_dimensionality": dims.sum(axis=1),
+        "n_superposed": (represented & (sup > SUPERPOSITION_THRESHOLD)).sum(axis=1).astype(np.int64),
+    }
+
+
+# --- feature geometry -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Component:
+    """A tegum factor: features that interfere with each other and with no one else."""
+
+    features: tuple  # feature indices, ascending
+    label: str  # one of STRUCTURES' values, NOT_REPRESENTED or OTHER
+    rank: int  # dimensions the features span (0 when not represented)
+    dimensionality: tuple  # D_i of each member, in `features` order
+
+
+def geometry_graph(W, threshold: float = EDGE_THRESHOLD, represented: float = REPRESENTED_NORM) -> nx.Graph:
+    """The paper's feature-geometry graph of one model (W of shape (m, n)).
+
+    Nodes are all n features (attributes: norm, dimensionality, represented); an edge joins two
+    represented features (norm > `represented`) whose |W_i . W_j| > `threshold`, weight |W_i . W_j|
+    (attribute `dot` keeps the sign).
+    """
+    W = _single(W)
+    norms = np.linalg.norm(W, axis=0)
+    dims = feature_dimensionality(W)[0]
+    G = nx.Graph()
+    for i in range(W.shape[1]):
+        G.add_node(i, norm=float(norms[i]), dimensionality=float(dims[i]), represented=bool(norms[i] > represented))
+    live = np.flatnonzero(norms > represented)
+    gram = W[:, live].T @ W[:, live]
+    for a, b in zip(*np.triu_indices(len(live), k=1)):
+        if abs(gram[a, b]) > threshold:
+            G.add_edge(int(live[a]), int(live[b]), weight=float(abs(gram[a, b])), dot=float(gram[a, b]))
+    return G
+
+
+def _rank(vectors: np.ndarray) -> int:
+    """Number of directions the columns span, singular values below RANK_TOL * largest ignored."""
+    s = np.linalg.svd(vectors, compute_uv=False)
+    return int((s > RANK_TOL * s[0]).sum()) if s.size and s[0] > 0 else 0
+
+
+def _label(vectors: np.ndarray, dims: np.ndarray, rank: int) -> str:
+    """Name of the structure a component of represented features forms (see STRUCTURES)."""
+    size = vectors.shape[1]
+    name = STRUCTURES.get((size, rank))
+    if name is None or not np.all(np.abs(dims - rank / size) <= DIM_RTOL * rank / size):
+        return OTHER
+    if name == "antipodal pair" and vectors[:, 0] @ vectors[:, 1] >= 0:
+        return OTHER  # two features along one line but the same way round: not antipodal
+    return name
+
+
+def geometry_components(W, threshold: float = EDGE_THRESHOLD, represented: float = REPRESENTED_NORM) -> list:
+    """Connected components of geometry_graph(W), each labelled by the structure it forms.
+
+    A component of N represented features spanning d dimensions (rank, RANK_TOL) is a dedicated
+    dimension, antipodal pair, triangle, tetrahedron, pentagon or square antiprism when (N, d) is
+    (1, 1), (2, 1), (3, 2), (4, 3), (5, 2) or (8, 3) and every member has D_i = d/N within DIM_RTOL;
+    otherwise "other". Each unrepresented feature is its own "not represented" component.
+    Returns a list of Component sorted by first feature.
+    """
+    W = _single(W)
+    G = geometry_graph(W, threshold, represented)
+    out = []
+    for nodes in nx.connected_components(G):
+        feats = tuple(sorted(nodes))
+        dims = tuple(G.nodes[i]["dimensionality"] for i in feats)
+        if not G.nodes[feats[0]]["represented"]:
+            out.append(Component(feats, NOT_REPRESENTED, 0, dims))
+            continue
+        vectors = W[:, list(feats)]
+        rank = _rank(vectors)
+        out.append(Component(feats, _label(vectors, np.array(dims), rank), rank, dims))
+    return sorted(out, key=lambda c: c.features[0])
+
+
+def feature_structure(W, **kwargs) -> np.ndarray:
+    """(n,) label of the component each feature belongs to (geometry_components' labels)."""
+    W = _single(W)
+    labels = np.empty(W.shape[1], dtype=object)
+    for comp in geometry_components(W, **kwargs):
+        labels[list(comp.features)] = comp.label
+    return labels.astype(str)
+
+
+# --- phases of the n=2, m=1 and n=3, m=2 diagrams -------------------------------------------------
+def classify_phase(W) -> np.ndarray:
+    """(K,) phase of each model from what happens to its last (the "extra") feature.
+
+    "not learned":   ||W_last|| <= REPRESENTED_NORM;
+    "dedicated":     represented, and sum_j (W^_last . W_j)^2 over the other *represented* features is
+                     <= SUPERPOSITION_THRESHOLD (nearly orthogonal to all of them);
+    "superposition": represented and sharing a direction with another represented feature.
+    Only represented partners count so that the phase is symmetric: training often stops at
+    W = [1, 0.42] (extra feature half-learned: "not learned"), and its mirror [0.42, 1] is then
+    "dedicated", not "superposition".
+    """
+    W = _batch(W)
+    norms = feature_norms(W)
+    last = W[:, :, -1]
+    dots = np.einsum("km,kmj->kj", last, W[:, :, :-1])
+    partners = norms[:, :-1] > REPRESENTED_NORM
+    represented = norms[:, -1] > REPRESENTED_NORM
+    shared = _safe_divide((dots**2 * partners).sum(axis=1), norms[:, -1] ** 2, represented)
+    phase = np.where(shared > SUPERPOSITION_THRESHOLD, "superposition", "dedicated")
+    return np.where(represented, phase, "not learned").astype("<U13")
+
+
+# --- closed-form theory of the n=2, m=1 phase diagram ---------------------------------------------
+# Feature 1 has importance 1, feature 2 (the extra one) importance r; each is nonzero with probability
+# p, then Uniform[0, 1). Loss = mean over the 2 features of I_i E[(x_i - x'_i)^2] (the notebook's mean,
+# i.e. the paper's per-sample sum divided by n = 2). Candidates and their optimal biases:
+#   W = [1, 0] ("not learned"):   x'_1 = ReLU(x_1 + 0) = x_1 exactly; x'_2 = ReLU(b_2), best b_2 = E x_2 = p/2,
+#                                 leaving Var x_2 = p/3 - p^2/4.  Loss r Var / 2.
+#   W = [0, 1] ("dedicated"):     the mirror image.                  Loss Var / 2.
+#   W = [1, -1] ("superposition"): x'_1 = ReLU(x_1 - x_2 + b_1), x'_2 = ReLU(x_2 - x_1 + b_2). The two
+#       terms are the same function f of their own bias (x_1, x_2 are iid), so b_1 = b_2 = argmin f and
+#       the loss is (1 + r) min_b f(b) / 2, with f in closed form below and minimised numerically.
+N2M1_SOLUTIONS = {"not learned": (1.0, 0.0), "dedicated": (0.0, 1.0), "superposition": (1.0, -1.0)}
+
+
+def _offset_error(c):
+    """E_u (u - ReLU(u + c))^2, u ~ U[0,1): a present feature read back with additive offset c."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c < -1, 1 / 3, c**2 + (2 / 3) * np.minimum(c, 0.0) ** 3)
+
+
+def _offset_error_integral(c):
+    """An antiderivative of _offset_error (for averaging the offset over the other feature's value)."""
+    c = np.asarray(c, dtype=np.float64)
+    inner = c**3 / 3 + np.where(c < 0, c**4 / 6, 0.0)
+    return np.where(c < -1, -1 / 6 + (c + 1) / 3, inner)
+
+
+def _superposed_error(b, p):
+    """f(b) = E (x_1 - ReLU(x_1 - x_2 + b))^2 for b in [-1, 1], split by which features are present."""
+    relu_b = np.maximum(b, 0.0)
+    neither = relu_b**2
+    own_only = _offset_error(b)
+    other_only = relu_b**3 / 3  # E_v ReLU(b - v)^2
+    both = _offset_error_integral(b) - _offset_error_integral(b - 1)  # E_v _offset_error(b - v)
+    q = 1 - p
+    return q * q * neither + p * q * (own_only + other_only) + p * p * both
+
+
+def _superposed_optimum(p: np.ndarray):
+    """(b*, f(b*)) for each p: a 401-point grid over [-1, 1] (outside it f only grows or is flat),
+    then golden-section search in the bracket around the best grid point, to ~1e-12.
+    Solved once per distinct p (a phase-diagram grid repeats each p for every r)."""
+    p = np.asarray(p, dtype=np.float64)
+    unique, inverse = np.unique(p, return_inverse=True)
+    b, f = _superposed_optimum_unique(unique)
+    return b[inverse].reshape(p.shape), f[inverse].reshape(p.shape)
+
+
+def _superposed_optimum_unique(p: np.ndarray):
+    grid = np.linspace(-1.0, 1.0, 401)
+    vals = _superposed_error(grid[:, None], p)
+    step = grid[1] - grid[0]
+    centre = grid[np.argmin(vals, axis=0)]
+    lo, hi = np.maximum(centre - step, -1.0), np.minimum(centre + step, 1.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(60):
+        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        left = _superposed_error(x1, p) <= _superposed_error(x2, p)
+        lo, hi = np.where(left, lo, x1), np.where(left, x2, hi)
+    b = (lo + hi) / 2
+    return b, _superposed_error(b, p)
+
+
+def _check_density(p):
+    p = np.asarray(p, dtype=np.float64)
+    if not np.all((p > 0) & (p <= 1)):
+        raise ValueError("p (feature probability) must be in (0, 1]")
+    return p
+
+
+def theory_biases_n2m1(p) -> dict:
+    """Optimal biases (..., 2) of the three n=2, m=1 candidates at density p (see N2M1_SOLUTIONS)."""
+    p = _check_density(p)
+    b_sup, _ = _superposed_optimum(p)
+    zero = np.zeros_like(p)
+    return {"not learned": np.stack([zero, p / 2], -1),
+            "dedicated": np.stack([p / 2, zero], -1),
+            "superposition": np.stack([b_sup, b_sup], -1)}
+
+
+def theory_losses_n2m1(p, r) -> dict:
+    """Expected loss of each n=2, m=1 candidate with its optimal bias, keyed by the phase it stands for.
+
+    p: density of both features; r: importance of the extra feature (feature 1 has importance 1).
+    Broadcasts p and r; loss is the notebook's mean over the two features (see the comment above).
+    """
+    p = _check_density(p)
+    r = np.asarray(r, dtype=np.float64)
+    if np.any(~np.isfinite(r) | (r < 0)):
+        raise ValueError("r (relative importance) must be finite and >= 0")
+    p, r = np.broadcast_arrays(p, r)
+    var = p / 3 - p**2 / 4
+    _, f_sup = _superposed_optimum(p)
+    return {"not learned": r * var / 2, "dedicated": var / 2, "superposition": (1 + r) * f_sup / 2}
+
+
+def theory_phase_n2m1(p, r) -> np.ndarray:
+    """Phase with the lowest theoretical loss at each (p, r); ties go to the earlier of PHASES."""
+    losses = theory_losses_n2m1(p, r)
+    stacked = np.stack([losses[name] for name in PHASES])
+    return np.asarray(PHASES)[np.argmin(stacked, axis=0)].astype("<U13")

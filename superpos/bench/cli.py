@@ -1,0 +1,158 @@
+"""`superpos bench`: run benchmark workloads on every backend in one process, append JSON lines.
+
+    superpos bench [--workload W] [--backend B] [--quick] [--steps N] [--repeats R] [--out FILE]
+    superpos bench --report FILE.jsonl [--readme bench/README.md] [--plot OUT.png]
+
+Lists (W, B, --precision, --models) take comma-separated values. Without --quick a CUDA device is
+needed; --quick runs on the CPU with tiny K and steps and no triton (a CI smoke test).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "superpos bench"
+
+
+def _list(text: str) -> list:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _ints(name: str):
+    def parse(text: str) -> list:
+        try:
+            values = [int(s.replace("_", "")) for s in _list(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be comma-separated integers, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be integers >= 1, got {text!r}")
+        return values
+    return parse
+
+
+def _positive(name: str, minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+class UsageError(ValueError):
+    """A bad command line (reported as one line, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .harness import BACKENDS
+    from .workloads import WORKLOADS
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="workloads: " + "; ".join(f"{w.name} (n={w.n}, m={w.m}, K={','.join(map(str, w.models))}, "
+                                                                 f"{w.steps} steps)" for w in WORKLOADS.values()))
+    p.add_argument("--workload", "-w", type=_list, default=None,
+                   help=f"comma-separated workloads (default: all): {', '.join(WORKLOADS)}")
+    p.add_argument("--backend", "-b", type=_list, default=None,
+                   help=f"comma-separated backends (default: the peers available, plus triton on CUDA): "
+                        f"{', '.join(BACKENDS)}")
+    p.add_argument("--quick", action="store_true", help="CPU smoke test: tiny K and steps, no triton")
+    p.add_argument("--steps", type=_positive("--steps"), default=None, help="timed steps per training call")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=None,
+                   help="timed calls per measurement (default 3; 2 with --quick)")
+    p.add_argument("--warmup", type=_positive("--warmup", 0), default=1, help="untimed calls first (default 1)")
+    p.add_argument("--precision", type=_list, default=None,
+                   help="matmul precisions, ieee and/or tf32 (default: the workload's on CUDA, ieee on the CPU)")
+    p.add_argument("--models", "-K", type=_ints("--models"), default=None,
+                   help="override the workload's model counts K (comma-separated)")
+    p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    p.add_argument("--out", default=None,
+                   help="JSON-lines file to append to (default: bench/results/<device>[-quick].jsonl)")
+    p.add_argument("--no-measure-peak", dest="measure_peak", action="store_false",
+                   help="skip measuring the FP32 matmul peak")
+    p.add_argument("--time-budget", type=float, default=120.0,
+                   help="seconds of timed calls per measurement before repeats are cut (default 120)")
+    p.add_argument("--threads", type=_positive("--threads"), default=None,
+                   help="torch CPU threads for the run (default: torch's; 1 with --quick)")
+    p.add_argument("--table", action="store_true", help="print the markdown table of this run at the end")
+    p.add_argument("--report", nargs="+", default=None, metavar="RESULTS",
+                   help="no benchmark: build the table (and --plot) from these results files")
+    p.add_argument("--readme", default=None, help="with --report: replace the table in this README")
+    p.add_argument("--plot", default=None, help="write the log-log throughput-vs-K plot (PNG) here")
+    p.add_argument("--plot-workload", default="scaling", help="workload the plot draws (default scaling)")
+    p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        return _run(args)
+    except ValueError as err:  # bad arguments or values: one line, exit code 2
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from . import report as rep
+    from .workloads import WORKLOADS, get_workload
+
+    if args.list:
+        for w in WORKLOADS.values():
+            print(f"{w.name:9s} n={w.n:<4d} m={w.m:<3d} K={','.join(map(str, w.models)):<40s} steps={w.steps:<6d} "
+                  f"{w.description}")
+        return 0
+    if args.report:
+        return rep.report(args.report, readme=args.readme, plot=args.plot, plot_workload=args.plot_workload)
+    if args.readme:
+        raise ValueError("--readme goes with --report")
+
+    import torch
+
+    from .harness import run
+
+    workloads = [get_workload(w) for w in (args.workload or list(WORKLOADS))]
+    for prec in args.precision or ():
+        if prec not in ("ieee", "tf32"):
+            raise ValueError(f"precision must be ieee or tf32, got {prec!r}")
+    device = args.device
+    if args.quick:
+        if device not in (None, "cpu"):
+            raise ValueError("--quick runs on the CPU; leave --device out")
+        if args.backend and "triton" in args.backend:
+            raise ValueError("--quick runs no triton (it needs a GPU)")
+        device = "cpu"
+    elif device is None:
+        if not torch.cuda.is_available():
+            raise ValueError("full benchmark runs need a CUDA device: use --quick for the CPU smoke test "
+                             "(or --device cpu to force the full workloads on the CPU)")
+        device = "cuda"
+    rows = run(workloads, args.backend, device=device, quick=args.quick, steps=args.steps, repeats=args.repeats,
+               warmup=args.warmup, precisions=args.precision, models=args.models,
+               measure_peak=args.measure_peak, time_budget_s=args.time_budget,
+               threads=args.threads if args.threads or not args.quick else 1)
+    out = args.out or rep.default_results_file(rows[0]["device"], args.quick)
+    rep.append_rows(out, rows)
+    print(f"{len(rows)} result rows appended to {out}", file=sys.stderr)
+    if args.table:
+        print(rep.markdown_table(rows))
+    if args.plot:
+        print(f"plot written to {rep.plot_throughput(rep.load_rows(out), args.plot, args.plot_workload)}",
+              file=sys.stderr)
+    failed = [r for r in rows if r["status"] == "error"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

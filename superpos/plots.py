@@ -1,0 +1,459 @@
+"""The paper's figures, from arrays (plot_*) or from a stored run (plot_run).
+
+Every function returns a matplotlib Figure built without pyplot (no global figure state, nothing
+shown, works under any backend, Agg included); the caller saves it with fig.savefig.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LinearSegmentedColormap, ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from . import analysis as A
+
+# paper style: black = no superposition, orange/yellow = superposition
+SUPERPOSITION_CMAP = LinearSegmentedColormap.from_list("superposition", ["black", "#d95f02", "#ffd000"])
+PHASE_COLORS = {"not learned": "#cfcfcf", "dedicated": "#4477aa", "superposition": "#ee7733"}
+PHASE_NAMES = {"not learned": "extra feature not learned", "dedicated": "extra feature dedicated",
+               "superposition": "superposition"}
+STRUCTURE_COLORS = {"dedicated": "#222222", "antipodal pair": "#4477aa", "triangle": "#228833",
+                    "tetrahedron": "#aa3377", "pentagon": "#ee7733", "square antiprism": "#66ccee",
+                    A.OTHER: "#999933"}
+FRACTION_NAMES = ("1", "3/4", "2/3", "1/2", "2/5", "3/8", "1/3")
+FORMATS = ("png", "pdf", "svg")
+INTRO_MAX_MODELS = 12  # more columns than this stop being readable
+FEW_CURVES = 12  # up to this many loss curves get a line and a legend entry each
+MAX_LOSS_CURVES = 300  # more models than this: their loss curves are drawn from an even sample
+GEOMETRY_PANELS = 4  # feature-geometry graphs drawn for this many sparsities
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+_numpy = A._as_numpy  # float64 numpy from a tensor, array, list or pandas Series
+
+
+def _model_density(feature_probability, K: int) -> np.ndarray:
+    """(K,) one density per model: the value itself, or the mean over features when given per feature."""
+    p = _numpy(feature_probability)
+    p = p.mean(axis=-1) if p.ndim == 2 else np.broadcast_to(p, (K,))
+    return np.asarray(p, dtype=np.float64)
+
+
+def _density_label(p: float) -> str:
+    return f"1−S = {p:.3g}"
+
+
+# --- intro figure ---------------------------------------------------------------------------------
+def plot_intro(W, feature_probability, title: str | None = None) -> Figure:
+    """One column per model: W^T W above the ||W_i|| bars coloured by superposition (paper's intro).
+
+    W: (K, m, n); feature_probability: (K,) or (K, n) (a per-feature one is shown as its mean).
+    """
+    W = A._batch(W)
+    K, _, n = W.shape
+    p = _model_density(feature_probability, K)
+    gram = W.transpose(0, 2, 1) @ W
+    norms, sup = A.feature_norms(W), A.superposition(W)
+    vmax = float(np.abs(gram).max()) or 1.0
+    fig = _figure(1.6 * K + 1.6, 4.6)
+    axes = fig.subplots(2, K, squeeze=False)
+    for k in range(K):
+        top, bottom = axes[0, k], axes[1, k]
+        image = top.imshow(gram[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        top.set_title(_density_label(p[k]), fontsize=9)
+        top.set_xticks([])
+        top.set_yticks([])
+        bottom.barh(np.arange(n), norms[k], color=SUPERPOSITION_CMAP(np.clip(sup[k], 0, 1)), height=0.8)
+        bottom.set_ylim(n - 0.5, -0.5)
+        bottom.set_xlim(0, max(1.0, norms.max() * 1.05))
+        bottom.set_xlabel(r"$\|W_i\|$", fontsize=9)
+        bottom.tick_params(labelsize=7)
+        if k:
+            bottom.set_yticklabels([])
+    axes[0, 0].set_ylabel(r"$W^TW$")
+    axes[1, 0].set_ylabel("feature i")
+    fig.colorbar(image, ax=axes[0, :], label=r"$W_i \cdot W_j$", shrink=0.9)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), SUPERPOSITION_CMAP), ax=axes[1, :], shrink=0.9,
+                 label=r"superposition $\sum_{j\neq i} (\hat W_i \cdot W_j)^2$")
+    fig.suptitle(title or r"$W^TW$ and feature norms, coloured by superposition")
+    return fig
+
+
+# --- phase diagrams -------------------------------------------------------------------------------
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted grid values: geometric (log axis) or arithmetic midpoints."""
+    v = np.log(values) if log else values.astype(np.float64)
+    if v.size == 1:
+        mid, half = v[0], 0.5 if log else max(abs(v[0]) * 0.5, 0.5)
+        e = np.array([mid - half, mid + half])
+    else:
+        inner = (v[1:] + v[:-1]) / 2
+        e = np.concatenate([[2 * v[0] - inner[0]], inner, [2 * v[-1] - inner[-1]]])
+    return np.exp(e) if log else e
+
+
+def _draw_phase_map(ax, density, importance, phase) -> None:
+    """Grid of phase cells on (density, relative importance); points missing from the grid stay blank."""
+    ud, ur = np.unique(density), np.unique(importance)
+    codes = np.full((ur.size, ud.size), np.nan)
+    index = {name: i for i, name in enumerate(A.PHASES)}
+    codes[np.searchsorted(ur, importance), np.searchsorted(ud, density)] = [index[s] for s in phase]
+    log_r = bool(np.all(ur > 0))
+    cmap = ListedColormap([PHASE_COLORS[name] for name in A.PHASES])
+    ax.pcolormesh(_edges(ud, True), _edges(ur, log_r), np.ma.masked_invalid(codes), cmap=cmap,
+                  vmin=-0.5, vmax=len(A.PHASES) - 0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log" if log_r else "linear")
+    ax.invert_xaxis()  # the paper puts sparse to the right
+    ax.set_xlabel("feature density 1−S (log; sparser →)")
+    ax.set_ylabel("relative importance of the extra feature")
+
+
+def plot_phase_diagram(density, relative_importance, phase, n_features: int = 2, n_hidden: int = 1,
+                       theory: bool | None = None, title: str | None = None) -> Figure:
+    """Empirical phase per grid point beside the closed-form n=2, m=1 theory (drawn for (2, 1) only).
+
+    density, relative_importance, phase: one entry per grid point (phase as from
+    analysis.classify_phase, typically of the best-of-seeds model); theory: default (n, m) == (2, 1).
+    """
+    d, r = _numpy(density).ravel(), _numpy(relative_importance).ravel()
+    phase = np.asarray(phase).astype(str).ravel()
+    theory = (n_features, n_hidden) == (2, 1) if theory is None else theory
+    fig = _figure(5.0 * (1 + theory) + 0.4, 4.6)
+    axes = fig.subplots(1, 1 + theory, squeeze=False)[0]
+    _draw_phase_map(axes[0], d, r, phase)
+    axes[0].set_title(f"empirical (best of seeds), n={n_features}, m={n_hidden}", fontsize=10)
+    if theory:
+        pg = np.geomspace(d.min(), d.max(), 240)
+        rg = np.geomspace(r.min(), r.max(), 240) if r.min() > 0 else np.linspace(r.min(), r.max(), 240)
+        P, R = np.meshgrid(pg, rg)
+        _draw_phase_map(axes[1], P.ravel(), R.ravel(), A.theory_phase_n2m1(P, R).ravel())
+        axes[1].set_title("theory: best of W=[1,0], [0,1], [1,−1] with optimal bias", fontsize=10)
+    handles = [Patch(color=PHASE_COLORS[name], label=PHASE_NAMES[name]) for name in A.PHASES]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    fig.suptitle(title or "sparsity–relative importance phase diagram")
+    return fig
+
+
+# --- dimensions per feature and feature dimensionality --------------------------------------------
+def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
+    """D* of each model and the mean per density, against 1/(1−S)."""
+    x, y = 1.0 / _numpy(density).ravel(), _numpy(dstar).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    ux = np.unique(x)
+    mean = np.array([y[x == v].mean() for v in ux])
+    ax.scatter(x, y, s=10, color="black", alpha=0.35, zorder=3)
+    ax.plot(ux, mean, color="black", lw=1.5, zorder=3, **line_kwargs)
+    ax.set_xscale("log")
+    ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
+
+
+def plot_dims_per_feature(density, dstar, title: str | None = None) -> Figure:
+    """D* = m/‖W‖²_F against 1/(1−S): the paper's uniform-superposition curve, sticky at 1 and 1/2."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.subplots()
+    for level in (1.0, 0.5):
+        ax.axhline(level, color="tab:gray", ls="--", lw=1)
+    _draw_dstar(ax, density, dstar, label=r"$D^*$")
+    ax.set_ylabel(r"dimensions per feature $D^* = m/\|W\|_F^2$")
+    ax.set_ylim(0, max(1.15, np.nanmax(_numpy(dstar)) * 1.05) if np.isfinite(_numpy(dstar)).any() else 1.15)
+    ax.set_title(title or "dimensions per feature")
+    return fig
+
+
+def plot_feature_dimensionality(density, dimensionality, dstar=None, title: str | None = None,
+                                seed: int = 0) -> Figure:
+    """Scatter of every feature's D_i over 1/(1−S), lines at the paper's fractions, D* overlaid if given.
+
+    density: (K,); dimensionality: (K, n) from analysis.feature_dimensionality. Points get a small
+    multiplicative x-jitter (fixed `seed`) so the clusters at each density stay visible.
+    """
+    x = 1.0 / _numpy(density).ravel()
+    dims = _numpy(dimensionality)
+    fig = _figure(7.0, 4.6)
+    ax = fig.subplots()
+    for value, name in zip(A.PAPER_FRACTIONS, FRACTION_NAMES):
+        ax.axhline(value, color="tab:gray", lw=0.8, ls=":")
+        ax.annotate(name, (1.0, value), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=8, color="tab:gray")
+    jitter = np.exp(np.random.default_rng(seed).uniform(-0.08, 0.08, dims.shape))
+    ax.scatter((x[:, None] * jitter).ravel(), dims.ravel(), s=6, alpha=0.3, color="tab:blue", lw=0,
+               label=r"$D_i$ per feature")
+    if dstar is not None:
+        _draw_dstar(ax, density, dstar, label=r"$D^*$")
+    ax.set_xscale("log")
+    ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
+    ax.set_ylabel(r"feature dimensionality $D_i$")
+    ax.set_ylim(-0.03, 1.1)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "feature dimensionality")
+    return fig
+
+
+# --- feature geometry graphs ----------------------------------------------------------------------
+def _component_layout(graph, components) -> dict:
+    """Positions: components on a grid, largest first; a named structure's features on a circle
+    (a pentagon looks like one), a bigger component by a weighted spring layout (its clusters show)."""
+    comps = sorted(components, key=lambda c: (-len(c.features), c.features[0]))
+    radii = [0.0 if len(c.features) == 1 else max(1.0, math.sqrt(len(c.features) / 8)) for c in comps]
+    cols = max(1, math.ceil(math.sqrt(len(comps))))
+    cell = 2 * max(radii, default=0.0) + 1.0
+    pos = {}
+    for slot, (comp, radius) in enumerate(zip(comps, radii)):
+        centre = np.array([cell * (slot % cols), -cell * (slot // cols)])
+        if len(comp.features) > max(size for size, _ in A.STRUCTURES):
+            layout = nx.spring_layout(graph.subgraph(comp.features), weight="weight", seed=0, scale=radius)
+            pos.update({i: centre + layout[i] for i in comp.features})
+            continue
+        angles = 2 * np.pi * np.arange(len(comp.features)) / len(comp.features) + np.pi / 2
+        pos.update({i: centre + radius * np.array([np.cos(a), np.sin(a)]) for i, a in zip(comp.features, angles)})
+    return pos
+
+
+def _draw_geometry(ax, W, threshold: float) -> set:
+    """One model's graph of represented features; returns the structure labels it drew."""
+    graph = A.geometry_graph(W, threshold=threshold)
+    comps = [c for c in A.geometry_components(W, threshold=threshold) if c.label != A.NOT_REPRESENTED]
+    pos = _component_layout(graph, comps)
+    edges = [(i, j, w) for i, j, w in graph.edges(data="weight") if i in pos and j in pos]
+    alpha = min(0.8, 40 / max(len(edges), 1))  # a dense component stays a haze, not a solid disc
+    ax.add_collection(LineCollection([(pos[i], pos[j]) for i, j, _ in edges], colors="#8a8a8a", alpha=alpha,
+                                     linewidths=[0.3 + 2.2 * min(w, 1.0) for _, _, w in edges]))
+    for comp in comps:
+        xy = np.array([pos[i] for i in comp.features])
+        ax.scatter(xy[:, 0], xy[:, 1], s=30 if len(pos) < 60 else 10, color=STRUCTURE_COLORS[comp.label],
+                   zorder=3, edgecolors="white", linewidths=0.5)
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.margins(0.15)
+    ax.set_axis_off()
+    n_missing = graph.number_of_nodes() - len(pos)
+    factors = f"{len(comps)} factor{'s' * (len(comps) != 1)}"
+    ax.text(0.5, -0.02, f"{len(pos)} represented in {factors}; {n_missing} not represented",
+            transform=ax.transAxes, ha="center", va="top", fontsize=8)
+    return {c.label for c in comps}
+
+
+def plot_geometry_graphs(Ws, labels=None, threshold: float = A.EDGE_THRESHOLD, title: str | None = None) -> Figure:
+    """Feature-geometry graphs (nodes: represented features, edges |W_i·W_j| > threshold) side by side.
+
+    Ws: a sequence of (m, n) matrices or a (k, m, n) array; labels: a title per panel.
+    Nodes are coloured by the structure their component forms (analysis.geometry_components).
+    """
+    Ws = [A._single(W) for W in Ws]
+    fig = _figure(3.2 * len(Ws) + 0.4, 3.9)
+    axes = fig.subplots(1, len(Ws), squeeze=False)[0]
+    seen = set()
+    for k, (ax, W) in enumerate(zip(axes, Ws)):
+        seen |= _draw_geometry(ax, W, threshold)
+        if labels is not None:
+            ax.set_title(str(labels[k]), fontsize=10)
+    handles = [Patch(color=c, label=name) for name, c in STRUCTURE_COLORS.items() if name in seen]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
+    fig.suptitle(title or "feature geometry graphs")
+    return fig
+
+
+# --- loss curves ----------------------------------------------------------------------------------
+def plot_loss_curves(steps, losses, labels=None, color_by=None, color_label: str = "feature density 1−S",
+                     title: str | None = None) -> Figure:
+    """Loss against step per model (log y when positive).
+
+    Up to FEW_CURVES models: one labelled line each. More: a sample of at most MAX_LOSS_CURVES thin
+    lines, coloured by `color_by` (one value per model, e.g. density, log colour scale) when given,
+    and the median over all models in black.
+    """
+    steps, losses = _numpy(steps).ravel(), np.atleast_2d(_numpy(losses))
+    fig = _figure(6.6, 4.2)
+    ax = fig.subplots()
+    if len(losses) <= FEW_CURVES:
+        for k, curve in enumerate(losses):
+            ax.plot(steps, curve, lw=1.2, label=None if labels is None else str(labels[k]))
+        if labels is not None:
+            ax.legend(fontsize=7, ncol=2)
+    else:
+        pick = np.linspace(0, len(losses) - 1, min(MAX_LOSS_CURVES, len(losses))).astype(int)
+        lines = LineCollection([np.column_stack([steps, losses[k]]) for k in pick], linewidths=0.6, alpha=0.35)
+        values = None if color_by is None else _numpy(color_by).ravel()[pick]
+        if values is not None and np.all(values > 0) and values.max() > values.min():
+            lines.set_array(values)
+            lines.set_cmap("viridis")
+            lines.set_norm(LogNorm(values.min(), values.max()))
+            fig.colorbar(lines, ax=ax, label=color_label)
+        else:
+            lines.set_color("tab:blue")
+        ax.add_collection(lines)
+        ax.plot(steps, np.nanmedian(losses, axis=0), color="black", lw=2, label=f"median of {len(losses)} models")
+        ax.legend(fontsize=8)
+        ax.autoscale_view()
+    finite = losses[np.isfinite(losses)]
+    if finite.size and finite.min() > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(r"loss  $\mathrm{mean}_{b,i}\, I_i (x_i - x'_i)^2$")
+    ax.set_title(title or "training loss")
+    return fig
+
+
+# --- a whole run ----------------------------------------------------------------------------------
+class SkipFigure(Exception):
+    """A run lacks what a figure needs; the message says what (reported by plot_run)."""
+
+
+def _column(rows, name: str, default=np.nan) -> np.ndarray:
+    return rows[name].to_numpy() if name in rows else np.full(len(rows), default)
+
+
+def _ok(rows):
+    """Rows of models that trained without diverging, densest first."""
+    if "status" in rows:
+        rows = rows[rows["status"] == "ok"]
+    if rows.empty:
+        raise SkipFigure("no model of this shape finished with status ok")
+    if "feature_probability" in rows:
+        rows = rows.sort_values("feature_probability", ascending=False, kind="stable")
+    return rows
+
+
+def _weights(run, rows) -> np.ndarray:
+    W, _ = run.weights(rows["model_id"].tolist())
+    return _numpy(W)
+
+
+def _varies(values) -> bool:
+    values = np.asarray(values, dtype=np.float64)
+    return np.unique(values[np.isfinite(values)]).size > 1
+
+
+def _uniform_sweep(rows):
+    """Rows of a sparsity sweep with uniform importance (what the D* and D_i figures are about)."""
+    rows = _ok(rows)
+    if not _varies(_column(rows, "feature_probability")):
+        raise SkipFigure("feature_probability does not vary")
+    for name in ("importance_decay", "relative_importance"):
+        values = _column(rows, name)
+        if np.any(np.isfinite(values) & (values != 1.0)):
+            raise SkipFigure(f"importance is not uniform ({name} set)")
+    return rows[np.isfinite(_column(rows, "feature_probability"))]
+
+
+def _best(rows, by):
+    """Lowest final_loss row per group (best of seeds); all rows when final_loss is missing."""
+    if "final_loss" not in rows:
+        return rows.drop_duplicates(by)
+    return rows.sort_values("final_loss", kind="stable").drop_duplicates(by).sort_index()
+
+
+def _fig_loss_curves(run, rows, where):
+    if _varies(_column(rows, "steps")):  # histories of different lengths cannot share one call
+        rows = rows[rows["steps"] == rows["steps"].max()]
+        where = f"{where}, {int(rows['steps'].iloc[0])}-step models"
+    rows = rows.sort_values("feature_probability", ascending=False) if "feature_probability" in rows else rows
+    steps, losses = run.loss_history(rows["model_id"].tolist())
+    density = _column(rows, "feature_probability")
+    labels = [_density_label(p) for p in density]
+    return plot_loss_curves(steps, losses, labels, color_by=density, title=f"training loss, {where}")
+
+
+def _fig_intro(run, rows, where):
+    if len(rows) > INTRO_MAX_MODELS:
+        raise SkipFigure(f"{len(rows)} models of this shape; the intro figure draws at most {INTRO_MAX_MODELS}")
+    rows = _ok(rows)
+    return plot_intro(_weights(run, rows), _column(rows, "feature_probability"), title=f"{run.name}: {where}")
+
+
+def _fig_phase(run, rows, where):
+    n, m = int(rows["n_features"].iloc[0]), int(rows["n_hidden"].iloc[0])
+    if (n, m) not in ((2, 1), (3, 2)):
+        raise SkipFigure(f"phase diagrams are for (n, m) = (2, 1) or (3, 2), not ({n}, {m})")
+    if not _varies(_column(rows, "relative_importance")):
+        raise SkipFigure("relative_importance does not vary")
+    rows = _ok(rows)
+    rows = rows[np.isfinite(_column(rows, "relative_importance"))]
+    best = _best(rows, "point_id" if "point_id" in rows else ["feature_probability", "relative_importance"])
+    phase = A.classify_phase(_weights(run, best))
+    return plot_phase_diagram(best["feature_probability"], best["relative_importance"], phase, n, m,
+                              title=f"{run.name}: {where}")
+
+
+def _fig_dims_per_feature(run, rows, where):
+    rows = _uniform_sweep(rows)
+    dstar = _column(rows, "dims_per_feature")
+    if not np.isfinite(dstar).all():
+        dstar = A.dimensions_per_feature(_weights(run, rows))
+    return plot_dims_per_feature(rows["feature_probability"], dstar, title=f"{run.name}: {where}")
+
+
+def _fig_feature_dimensionality(run, rows, where):
+    rows = _uniform_sweep(rows)
+    W = _weights(run, rows)
+    return plot_feature_dimensionality(rows["feature_probability"], A.feature_dimensionality(W),
+                                       A.dimensions_per_feature(W), title=f"{run.name}: {where}")
+
+
+def _fig_geometry(run, rows, where):
+    rows = _best(_uniform_sweep(rows), "feature_probability")
+    rows = rows.sort_values("feature_probability", ascending=False)
+    pick = np.unique(np.linspace(0, len(rows) - 1, min(GEOMETRY_PANELS, len(rows))).round().astype(int))
+    rows = rows.iloc[pick]
+    labels = [_density_label(p) for p in rows["feature_probability"]]
+    return plot_geometry_graphs(_weights(run, rows), labels, title=f"{run.name}: {where}")
+
+
+FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("phase_diagram", _fig_phase),
+           ("dims_per_feature", _fig_dims_per_feature), ("feature_dimensionality", _fig_feature_dimensionality),
+           ("geometry_graphs", _fig_geometry))
+
+
+def _shapes(table):
+    """(n, m, activation, rows) for each model shape in the table."""
+    table = table.assign(activation=_column(table, "activation", "relu"))
+    for (n, m, act), rows in table.groupby(["n_features", "n_hidden", "activation"], sort=True):
+        yield int(n), int(m), str(act), rows
+
+
+def plot_run(run, outdir, fmt: str = "png", dpi: int = 130):
+    """Draw every figure a loaded run allows into `outdir`; returns (written paths, [(figure, why skipped)]).
+
+    Figures are decided per model shape (n, m, activation) from run.table: loss curves always;
+    the intro figure for at most INTRO_MAX_MODELS models; a phase diagram when relative_importance
+    varies and (n, m) is (2, 1) or (3, 2); D*, D_i and geometry graphs for a sparsity sweep with
+    uniform importance. A figure whose data cannot be read (missing weights or loss history) is
+    skipped with the error as the reason, so one gap never stops the other figures.
+    File names are FIGURE.FMT, or FIGURE_n{n}_m{m}_{activation}.FMT when the run has several shapes.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], []
+    if run.table.empty or not {"model_id", "n_features", "n_hidden"} <= set(run.table.columns):
+        return written, [("all figures", "the run's table has no finished models")]
+    shapes = list(_shapes(run.table))
+    for n, m, act, rows in shapes:
+        suffix = f"_n{n}_m{m}_{act}" if len(shapes) > 1 else ""
+        where = f"n={n}, m={m}, {act}"
+        for name, build in FIGURES:
+            try:
+                fig = build(run, rows, where)
+            except SkipFigure as why:
+                skipped.append((name + suffix, str(why)))
+                continue
+            except Exception as err:  # noqa: BLE001 - a broken figure must not stop the others
+                skipped.append((name + suffix, f"could not draw: {type(err).__name__}: {err}"))
+                continue
+            path = outdir / f"{name}{suffix}.{fmt}"
+            fig.savefig(path, dpi=dpi)
+            written.append(str(path))
+    return written, skipped

@@ -1,0 +1,214 @@
+"""Every figure renders a non-empty image from small real runs; plot_run draws what a run allows."""
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import superpos as sp  # noqa: E402
+from superpos import analysis as A  # noqa: E402
+from superpos import plots as P  # noqa: E402
+
+STEPS, BATCH = 300, 256  # enough to move off the init; the figures, not the physics, are under test
+DPI = 60  # small images keep the suite fast; content checks do not need resolution
+
+
+@dataclass
+class FakeRun:
+    """What superpos.load_run returns, as far as plots rely on it; `missing` makes data unreadable."""
+
+    name: str
+    table: pd.DataFrame
+    W: object
+    b: object
+    steps: np.ndarray
+    losses: object
+    missing: tuple = field(default=())
+
+    def weights(self, model_ids):
+        if "weights" in self.missing:
+            raise FileNotFoundError("weights not stored")
+        ids = list(model_ids)
+        return self.W[ids], self.b[ids]
+
+    def loss_history(self, model_ids):
+        if "loss" in self.missing:
+            raise FileNotFoundError("loss history not stored")
+        return self.steps, self.losses[list(model_ids)]
+
+
+def train_run(name, n, m, density, importance, relative_importance=np.nan, importance_decay=np.nan,
+              point_id=None, seeds=None, activation="relu"):
+    """Train one population for STEPS steps and wrap it as a run with the sweep table's columns."""
+    density = np.asarray(density, dtype=float)
+    seeds = list(range(len(density))) if seeds is None else list(seeds)
+    pop = sp.Population(sp.ModelSpec(n, m, activation), feature_probability=density,
+                        importance=importance, seed=seeds)
+    cfg = sp.TrainConfig(steps=STEPS, batch_size=BATCH, log_every=50)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is as fast, and steadier on a shared machine
+    try:
+        res = sp.train(pop, cfg, backend="torch")
+    finally:
+        torch.set_num_threads(threads)
+    K = len(pop)
+    table = pd.DataFrame({
+        "model_id": np.arange(K), "point_id": np.arange(K) if point_id is None else point_id,
+        "seed_index": 0, "seed": seeds, "n_features": n, "n_hidden": m, "activation": activation,
+        "feature_probability": density, "relative_importance": relative_importance,
+        "importance_decay": importance_decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+        "steps": cfg.steps, "batch_size": cfg.batch_size, "final_loss": res.final_loss.numpy(),
+        "status": res.status, **A.summary_metrics(res.W)})
+    return FakeRun(name, table, res.W, res.b, res.loss_steps, res.loss_history)
+
+
+@pytest.fixture(scope="module")
+def intro_run():
+    return train_run("intro", 5, 2, 20.0 ** -np.linspace(0, 1, 4), 0.9 ** np.arange(5), importance_decay=0.9)
+
+
+@pytest.fixture(scope="module")
+def phase_run():
+    """n=2, m=1 over a 3x3 grid of (density, relative importance), two seeds per point."""
+    d, r, seed = np.meshgrid([1.0, 0.1, 0.01], [0.3, 1.0, 3.0], [0, 1], indexing="ij")
+    d, r, seed = d.ravel(), r.ravel(), seed.ravel()
+    point = np.unique(np.stack([d, r], 1), axis=0, return_inverse=True)[1].ravel()
+    importance = np.stack([np.ones_like(r), r], axis=1)
+    run = train_run("phase_n2m1", 2, 1, d, importance, relative_importance=r, point_id=point,
+                    seeds=100 * point + seed)
+    run.table["seed_index"] = seed
+    return run
+
+
+@pytest.fixture(scope="module")
+def uniform_run():
+    return train_run("uniform", 12, 4, np.repeat([1.0, 0.3, 0.1, 0.03], 2), 1.0)
+
+
+def assert_image_has_content(path):
+    """A rendered figure, not a blank canvas: many distinct colours and real contrast."""
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    rgb = img[..., :3].reshape(-1, 3)
+    assert rgb.std() > 0.05
+    assert len(np.unique((rgb * 255).astype(np.uint8), axis=0)) > 20
+
+
+def save(fig, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    assert_image_has_content(path)
+    return path
+
+
+def test_plot_intro(intro_run, tmp_path):
+    save(P.plot_intro(intro_run.W, intro_run.table["feature_probability"]), tmp_path, "intro")
+
+
+def test_plot_phase_diagram(phase_run, tmp_path):
+    t = phase_run.table
+    phase = A.classify_phase(phase_run.W)
+    fig = P.plot_phase_diagram(t["feature_probability"], t["relative_importance"], phase)
+    assert len(fig.axes) == 2  # empirical beside theory
+    save(fig, tmp_path, "phase")
+    fig3 = P.plot_phase_diagram([1.0, 0.1], [0.5, 2.0], ["dedicated", "superposition"], 3, 2)
+    assert len(fig3.axes) == 1  # no closed-form theory for n=3, m=2
+    save(fig3, tmp_path, "phase3")
+
+
+def test_plot_dims_and_feature_dimensionality(uniform_run, tmp_path):
+    t = uniform_run.table
+    save(P.plot_dims_per_feature(t["feature_probability"], t["dims_per_feature"]), tmp_path, "dstar")
+    dims = A.feature_dimensionality(uniform_run.W)
+    fig = P.plot_feature_dimensionality(t["feature_probability"], dims, t["dims_per_feature"])
+    save(fig, tmp_path, "dims")
+
+
+def test_plot_geometry_graphs(uniform_run, tmp_path):
+    fig = P.plot_geometry_graphs(uniform_run.W[::2], labels=["a", "b", "c", "d"])
+    assert len(fig.axes) == 4
+    save(fig, tmp_path, "geometry")
+    # hand-built structures too, so every structure colour is exercised
+    pentagon = np.stack([np.cos(2 * np.pi * np.arange(5) / 5), np.sin(2 * np.pi * np.arange(5) / 5)])
+    save(P.plot_geometry_graphs([pentagon, np.array([[1.0, -1.0, 0.0]])]), tmp_path, "geometry_hand")
+
+
+def test_plot_loss_curves(intro_run, tmp_path):
+    save(P.plot_loss_curves(intro_run.steps, intro_run.losses, labels=list("abcd")), tmp_path, "loss")
+    rng = np.random.default_rng(0)
+    many = np.abs(rng.normal(1, 0.1, (P.MAX_LOSS_CURVES + 5, len(intro_run.steps))))
+    fig = P.plot_loss_curves(intro_run.steps, many, color_by=rng.uniform(0.01, 1, len(many)))
+    assert len(fig.axes) == 2  # the density colourbar
+    save(fig, tmp_path, "loss_many")
+
+
+def figure_names(paths):
+    return sorted(p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in paths)
+
+
+@pytest.mark.parametrize("run_name, expected", [
+    ("intro_run", ["intro", "loss_curves"]),
+    ("phase_run", ["loss_curves", "phase_diagram"]),
+    ("uniform_run", ["dims_per_feature", "feature_dimensionality", "geometry_graphs", "intro", "loss_curves"]),
+])
+def test_plot_run_draws_the_figures_the_run_allows(run_name, expected, request, tmp_path):
+    run = request.getfixturevalue(run_name)
+    written, skipped = P.plot_run(run, tmp_path, dpi=DPI)
+    assert figure_names(written) == expected
+    assert sorted(expected + [name for name, _ in skipped]) == sorted(name for name, _ in P.FIGURES)
+    assert all(reason and not reason.startswith("could not draw") for _, reason in skipped), skipped
+    for path in written:
+        assert_image_has_content(path)
+
+
+def test_plot_run_on_a_run_missing_data(uniform_run, tmp_path):
+    """No weights stored: the table alone still gives D* and the losses still give their curves;
+    the figures that need weights are skipped with the reason."""
+    run = FakeRun("uniform", uniform_run.table.drop(columns=["relative_importance"]), uniform_run.W,
+                  uniform_run.b, uniform_run.steps, uniform_run.losses, missing=("weights",))
+    written, skipped = P.plot_run(run, tmp_path, fmt="svg", dpi=DPI)
+    assert figure_names(written) == ["dims_per_feature", "loss_curves"]
+    assert all(p.endswith(".svg") for p in written)
+    reasons = dict(skipped)
+    for name in ("intro", "feature_dimensionality", "geometry_graphs"):
+        assert "weights not stored" in reasons[name]
+    assert "phase diagrams are for (n, m) = (2, 1) or (3, 2)" in reasons["phase_diagram"]
+
+
+def test_plot_run_with_several_shapes_and_a_diverged_model(intro_run, phase_run, tmp_path):
+    """Two shapes in one run get suffixed file names; a diverged model (NaN weights) is left out."""
+    W = [intro_run.W[k] for k in range(len(intro_run.W))] + [phase_run.W[k] for k in range(len(phase_run.W))]
+    table = pd.concat([intro_run.table, phase_run.table.assign(model_id=phase_run.table.model_id + 4)],
+                      ignore_index=True)
+    table.loc[0, "status"] = "diverged"
+    W[0] = W[0] * np.nan
+    run = FakeRun("mixed", table, W=_Indexable(W), b=_Indexable([w[0] * 0 for w in W]), steps=intro_run.steps,
+                  losses=np.concatenate([intro_run.losses.numpy(), phase_run.losses.numpy()]), missing=("loss",))
+    written, skipped = P.plot_run(run, tmp_path, dpi=DPI)
+    assert figure_names(written) == ["intro_n5_m2_relu", "phase_diagram_n2_m1_relu"], skipped
+    assert "loss history not stored" in dict(skipped)["loss_curves_n5_m2_relu"]
+    assert "at most 12" in dict(skipped)["intro_n2_m1_relu"]
+
+
+class _Indexable(list):
+    """A list of per-model tensors that stacks when indexed by a list of ids (like run.weights)."""
+
+    def __getitem__(self, ids):
+        return torch.stack([list.__getitem__(self, i) for i in ids]) if isinstance(ids, list) else list.__getitem__(self, ids)
+
+
+def test_plot_run_on_an_empty_run(tmp_path):
+    """An interrupted run whose table has no finished chunk yet: nothing drawn, one reason given."""
+    run = FakeRun("empty", pd.DataFrame({"model_id": pd.Series([], dtype="int64")}), None, None, None, None)
+    written, skipped = P.plot_run(run, tmp_path)
+    assert written == [] and len(skipped) == 1 and "no finished models" in skipped[0][1]
+
+
+def test_plot_run_rejects_unknown_format(uniform_run, tmp_path):
+    with pytest.raises(ValueError, match="fmt"):
+        P.plot_run(uniform_run, tmp_path, fmt="jpg")
