@@ -74,7 +74,7 @@ def _cmd_run(args) -> int:
               device=args.device, argv=["superpos", "run"] + args.argv)
     if args.no_plot or not _is_rank_zero():
         return 0
-    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None))
+    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet))
 
 
 def _is_rank_zero() -> bool:
@@ -109,6 +109,8 @@ def _cmd_plot(args) -> int:
         raise
     outdir = Path(args.out) if args.out else Path(args.dir) / "plots"
     written, skipped = plots.plot_run(run, outdir, args.format)
+    if getattr(args, "quiet", False):
+        return 0
     for path in written:
         print(path)
     for item in skipped or ():
