@@ -143,14 +143,7 @@ def add_peer_ratios(rows: list) -> list:
 
 
 # --- environment --------------------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ..store import _cpu_name  # noqa: E402  (one place reads the CPU's name)
 
 
 def device_info(device) -> dict:
