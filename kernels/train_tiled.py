@@ -18,6 +18,14 @@ from .train_small import log_loss
 
 
 @triton.jit
+def _chunk_masks(c, offs_c, n, mask_m):
+    """Columns of the n-chunk starting at c, their mask, and the [MP, NC] weight-tile mask."""
+    cols = c + offs_c
+    mask_c = cols < n
+    return cols, mask_c, mask_m[:, None] & mask_c[None, :]
+
+
+@triton.jit
 def _lane_x(r, lane, g, B, thr, scale, mask_c):
     """Features [BG, NC] of samples 4 g + lane (zero for samples >= B and padded features)."""
     valid = ((g * LANES + lane) < B)[:, None] & mask_c[None, :]
@@ -68,9 +76,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
     seed = tl.load(seed_ptr + k)
     # W_out becomes the working copy; gradient scratch starts at zero.
     for c in range(0, n, NC):
-        cols = c + offs_c
-        mask_c = cols < n
-        mw = mask_m[:, None] & mask_c[None, :]
+        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
         tl.store(W_out + o_w + cols[None, :], tl.load(W_in + o_w + cols[None, :], mask=mw), mask=mw)
         tl.store(dW_ptr + o_w + cols[None, :], tl.zeros((MP, NC), dtype=tl.float32), mask=mw)
         tl.store(b_out + o_b + cols, tl.load(b_in + o_b + cols, mask=mask_c), mask=mask_c)
@@ -88,9 +94,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
             h2 = tl.zeros((BG, MP), dtype=tl.float32)
             h3 = tl.zeros((BG, MP), dtype=tl.float32)
             for c in range(0, n, NC):
-                cols = c + offs_c
-                mask_c = cols < n
-                mw = mask_m[:, None] & mask_c[None, :]
+                cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
                 WcT = tl.trans(tl.load(W_out + o_w + cols[None, :], mask=mw, other=0.0))  # [NC, MP]
                 x0, x1, x2, x3, v0, v1, v2, v3 = _chunk_x(seed, t, g, B, n, cols, mask_c, thr_k, scale_k)
                 h0 = tl.dot(x0, WcT, h0, input_precision=PREC)
@@ -103,9 +107,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
             gh2 = tl.zeros((BG, MP), dtype=tl.float32)
             gh3 = tl.zeros((BG, MP), dtype=tl.float32)
             for c in range(0, n, NC):
-                cols = c + offs_c
-                mask_c = cols < n
-                mw = mask_m[:, None] & mask_c[None, :]
+                cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
                 Wc = tl.load(W_out + o_w + cols[None, :], mask=mw, other=0.0)  # [MP, NC]
                 bc = tl.load(b_out + o_b + cols, mask=mask_c, other=0.0)
                 imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
@@ -127,9 +129,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
             tl.debug_barrier()
             # pass 3: dW += gh^T x
             for c in range(0, n, NC):
-                cols = c + offs_c
-                mask_c = cols < n
-                mw = mask_m[:, None] & mask_c[None, :]
+                cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
                 x0, x1, x2, x3, v0, v1, v2, v3 = _chunk_x(seed, t, g, B, n, cols, mask_c, thr_k, scale_k)
                 dW = tl.load(dW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
                 dW = tl.dot(tl.trans(gh0), x0, dW, input_precision=PREC)
@@ -142,9 +142,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
         # AdamW over the n-chunks; the gradient scratch is zeroed for the next step as it is read.
         decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
         for c in range(0, n, NC):
-            cols = c + offs_c
-            mask_c = cols < n
-            mw = mask_m[:, None] & mask_c[None, :]
+            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
             p_w = o_w + cols[None, :]
             W, mW, vW = adamw_update(tl.load(W_out + p_w, mask=mw), tl.load(dW_ptr + p_w, mask=mw),
                                      tl.load(mW_ptr + p_w, mask=mw), tl.load(vW_ptr + p_w, mask=mw),
