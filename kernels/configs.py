@@ -1,16 +1,24 @@
 """Which kernel and block sizes a shape gets: a documented heuristic, no autotuning.
 
 - "small" (register-resident, CUDA-core arithmetic) when the padded weight tile MP*NP <= SMALL_MAX:
-  every per-sample product lives in a [BG, MP, NP] block. Warps grow with the weight tile (1, 2, 4, 8);
-  BG is the largest that keeps WORDS_PER_THREAD Philox words and PRODUCTS_PER_THREAD product values
-  per thread: more spills (ptxas -v, sm_90: 16 words/thread spilled 52 bytes at n=2, m=1; 4 words and
-  16 products spilled 32-44 bytes at n=3, m=2 / n=20, m=5 / n=37, m=5).
-- "tiled" otherwise (n in the hundreds): tl.dot on [BG, MP] x [MP, NC] tiles, W and AdamW state in
-  global memory (L2-resident: one model's state is 16 m n bytes), input_precision "ieee" or "tf32".
-  tl.dot needs every dimension >= 16, hence MP >= 16 and BG >= 16. NC=16 with 8 warps compiles with no
-  spills for MP <= 32 in "ieee" (ptxas sm_90: 222 registers); NC=64 / 4 warps spilled ~4 KB. Known gap:
-  MP=64 ("ieee") and "tf32" still spill (the four Philox lanes' blocks stay live together); see
-  `python -m superpos.kernels.compile_check`.
+  every per-sample product lives in a [BG, MP, NP] block. Warps grow with the weight tile (1, 2, 4, 8
+  up to MP*NP = 16, 64, 128, 512); BG is the largest that keeps WORDS_PER_THREAD Philox words and
+  PRODUCTS_PER_THREAD product values per thread: more spills (ptxas -v, sm_90: 16 words/thread spilled
+  52 bytes at n=2, m=1; 4 words and 16 products spilled 32-44 bytes at n=3, m=2 / n=20, m=5 / n=37, m=5;
+  4 warps at MP*NP=256 spilled 16 bytes at n=20, m=5, linear). Known gap: across a battery of 39 tile
+  shapes (n=2..512, m=1..32, relu and linear), 10 of 78 kernels still spill 4-56 bytes where ptxas caps
+  itself at 72-128 registers (e.g. n=37, m=2; n=20, m=16; n=512, m=1); none of the paper's shapes.
+- "tiled" otherwise (n in the hundreds): tl.dot tiles over a block of 4 BG consecutive samples and an
+  n-chunk of NC=16 features, W and AdamW state in global memory (L2-resident: one model's state is
+  20 m n bytes), input_precision "ieee" or "tf32". tl.dot needs its inner dimension >= 16, hence
+  MP >= 16, NC = 16 and 4 BG >= 16. Chosen from ptxas -v for sm_90 (`python -m superpos.kernels.compile_check`):
+  Software pipelining of those loads is off (num_stages=1): it only adds registers here (sm_90, MP=32,
+  ieee: 234 -> 205) and made sm_80 spill at MP=16 and MP=64 tf32. TILED gives (BG, warps) per (MP,
+  precision): 124-251 registers, no spills on sm_90 and sm_80 for n=200..1024, m=1..64. Rejected
+  on the way: the four Philox lanes as four separate [BG, NC] blocks instead of one interleaved block
+  (MP=32: 112-640 bytes spilled); MP=64 ieee at BG=16 / 8 warps (6.9 KB: the FMA dot holds a whole
+  64-long row of h per thread); MP=16 at 8 warps in ieee (sm_90, 12 bytes: ptxas capped it at 128
+  registers) and at 4 warps in tf32 (sm_80, 12 bytes).
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
@@ -21,7 +29,9 @@ import triton
 SMALL_MAX = 512
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
-TILED_NC, TILED_BG, TILED_WARPS = 16, 16, 8
+TILED_NC = 16
+TILED = {(16, "ieee"): (16, 4), (16, "tf32"): (16, 8), (32, "ieee"): (16, 8), (32, "tf32"): (16, 8),
+         (64, "ieee"): (8, 16), (64, "tf32"): (16, 8)}  # (MP, precision) -> (BG, num_warps)
 PRECISIONS = ("ieee", "tf32")
 
 
@@ -33,6 +43,7 @@ class KernelConfig:
     BG: int  # sample groups (of 4 samples) per block
     num_warps: int
     input_precision: str = "ieee"
+    num_stages: int = 3  # Triton's default; 1 turns off software pipelining of the loads feeding tl.dot
     fp_fusion: bool = True
 
 
@@ -43,9 +54,11 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = triton.next_power_of_2(m)
     NP = max(2, triton.next_power_of_2(n))
     if MP * NP <= SMALL_MAX:
-        warps = 1 if MP * NP <= 16 else (2 if MP * NP <= 64 else (4 if MP * NP <= 256 else 8))
+        warps = 1 if MP * NP <= 16 else (2 if MP * NP <= 64 else (4 if MP * NP <= 128 else 8))
         threads = 32 * warps
         BG = min(WORDS_PER_THREAD * threads // NP, PRODUCTS_PER_THREAD * threads // (MP * NP))
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
-    return KernelConfig("tiled", max(16, MP), TILED_NC, TILED_BG, TILED_WARPS, input_precision)
+    MP = max(16, MP)
+    BG, warps = TILED[MP, input_precision]
+    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1)

@@ -19,6 +19,16 @@ def philox_words(seed, c0, step):
 
 
 @triton.jit
+def interleave_lanes(r0, r1, r2, r3):
+    """Four [BG, C] lane blocks -> one [4 BG, C] block whose row 4 g + lane is lane's row g: rows are then
+    consecutive samples b = 4 g + lane, and one tl.dot covers all four lanes."""
+    r = tl.join(tl.join(r0, r1), tl.join(r2, r3))  # [BG, C, 2, 2]: r[g, c, i, j] = lane i + 2 j
+    BG: tl.constexpr = r0.shape[0]
+    C: tl.constexpr = r0.shape[1]
+    return tl.reshape(tl.permute(r, (0, 3, 2, 1)), (BG * 4, C))
+
+
+@triton.jit
 def word_to_feature(word, thr, scale):
     """One word -> a feature value: 0 with probability 1 - p, else Uniform[0, 1)."""
     val = tl.minimum(word.to(tl.float32) * scale, ONE_BELOW)
@@ -34,29 +44,29 @@ def load_thresholds(thr_ptr, scale_ptr, offs_n, mask_n):
 
 
 @triton.jit
-def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, out_ptr, step, n, B,
-                         BG: tl.constexpr, NP: tl.constexpr):
-    """Debug path: writes the (B, n) batch model `pid` sees at `step` (out is (K, B, n))."""
-    k = tl.program_id(0)
-    g = tl.program_id(1) * BG + tl.arange(0, BG)  # [BG] sample groups
-    offs_n = tl.arange(0, NP)
-    mask_n = offs_n < n
-    seed = tl.load(seed_ptr + k)
-    thr, scale = load_thresholds(thr_ptr + k * n, scale_ptr + k * n, offs_n, mask_n)
-    c0 = (g[:, None] * n + offs_n[None, :]).to(tl.uint32)  # [BG, NP]
-    r0, r1, r2, r3 = philox_words(seed, c0, step)
-    out = out_ptr + k * B * n
-    _store_lane(out, r0, 0, g, offs_n, mask_n, thr, scale, n, B)
-    _store_lane(out, r1, 1, g, offs_n, mask_n, thr, scale, n, B)
-    _store_lane(out, r2, 2, g, offs_n, mask_n, thr, scale, n, B)
-    _store_lane(out, r3, 3, g, offs_n, mask_n, thr, scale, n, B)
+def batch_block(seed, step, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
+    """Features [4 BG, C] of samples 4 g0 .. 4 (g0 + BG) - 1 (consecutive rows) and features `cols` at
+    `step`, zero for samples >= B and masked features; also returns that validity mask."""
+    thr, scale = load_thresholds(thr_ptr, scale_ptr, cols, mask_c)
+    g = g0 + tl.arange(0, BG)  # [BG] Philox counter groups
+    r = interleave_lanes(*philox_words(seed, (g[:, None] * n + cols[None, :]).to(tl.uint32), step))
+    b = g0 * LANES + tl.arange(0, BG * LANES)  # [4 BG] sample index of each row
+    valid = (b < B)[:, None] & mask_c[None, :]
+    return tl.where(valid, word_to_feature(r, thr[None, :], scale[None, :]), 0.0), valid
 
 
 @triton.jit
-def _store_lane(out, r, lane, g, offs_n, mask_n, thr, scale, n, B):
-    b = g * LANES + lane  # [BG] sample index of this lane
-    m = (b[:, None] < B) & mask_n[None, :]
-    tl.store(out + b[:, None] * n + offs_n[None, :], word_to_feature(r, thr[None, :], scale[None, :]), mask=m)
+def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, out_ptr, step, n, B,
+                         BG: tl.constexpr, NC: tl.constexpr):
+    """Debug path: writes the block (4 BG samples x NC features) of the (B, n) batch that model
+    program_id(0) sees at `step` (out is (K, B, n)), with the tiled kernel's own generator."""
+    k = tl.program_id(0).to(tl.int64)
+    g0 = tl.program_id(1) * BG
+    cols = tl.program_id(2) * NC + tl.arange(0, NC)
+    mask_c = cols < n
+    x, valid = batch_block(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, thr_ptr + k * n, scale_ptr + k * n, BG)
+    b = g0 * LANES + tl.arange(0, BG * LANES)
+    tl.store(out_ptr + k * B * n + b[:, None] * n + cols[None, :], x, mask=valid)
 
 
 def sample_batch(seed, thr, scale, step: int, batch_size: int, out=None):
@@ -66,8 +76,7 @@ def sample_batch(seed, thr, scale, step: int, batch_size: int, out=None):
     if out is None:
         out = torch.empty((K, batch_size, n), dtype=torch.float32, device=thr.device)
     groups = triton.cdiv(batch_size, 4)
-    BG = min(64, triton.next_power_of_2(groups))
-    grid = (K, triton.cdiv(groups, BG))
-    _sample_batch_kernel[grid](seed, thr, scale, out, step, n, batch_size, BG=BG,
-                               NP=max(2, triton.next_power_of_2(n)))
+    BG, NC = min(16, triton.next_power_of_2(groups)), min(64, triton.next_power_of_2(n))
+    grid = (K, triton.cdiv(groups, BG), triton.cdiv(n, NC))
+    _sample_batch_kernel[grid](seed, thr, scale, out, step, n, batch_size, BG=BG, NC=NC)
     return out

@@ -98,4 +98,4 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         n, m, data.batch_size, t0, n_steps, total_steps, log_every, loss.shape[1],
         hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
         MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu,
-        num_warps=cfg.num_warps, enable_fp_fusion=cfg.fp_fusion)
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion)

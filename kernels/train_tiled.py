@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
-from .philox_data import LANES, load_thresholds, philox_words, word_to_feature
+from .philox_data import LANES, batch_block
 from .train_small import log_loss
 
 
@@ -23,39 +23,6 @@ def _chunk_masks(c, offs_c, n, mask_m):
     cols = c + offs_c
     mask_c = cols < n
     return cols, mask_c, mask_m[:, None] & mask_c[None, :]
-
-
-@triton.jit
-def _lane_x(r, lane, g, B, thr, scale, mask_c):
-    """Features [BG, NC] of samples 4 g + lane (zero for samples >= B and padded features)."""
-    valid = ((g * LANES + lane) < B)[:, None] & mask_c[None, :]
-    return tl.where(valid, word_to_feature(r, thr[None, :], scale[None, :]), 0.0), valid
-
-
-@triton.jit
-def _chunk_x(seed, t, g, B, n, cols, mask_c, thr_ptr, scale_ptr):
-    """The four lanes' feature blocks for n-chunk `cols`, regenerated from Philox."""
-    thr, scale = load_thresholds(thr_ptr, scale_ptr, cols, mask_c)
-    r0, r1, r2, r3 = philox_words(seed, (g[:, None] * n + cols[None, :]).to(tl.uint32), t)
-    x0, v0 = _lane_x(r0, 0, g, B, thr, scale, mask_c)
-    x1, v1 = _lane_x(r1, 1, g, B, thr, scale, mask_c)
-    x2, v2 = _lane_x(r2, 2, g, B, thr, scale, mask_c)
-    x3, v3 = _lane_x(r3, 3, g, B, thr, scale, mask_c)
-    return x0, x1, x2, x3, v0, v1, v2, v3
-
-
-@triton.jit
-def _lane_backward(x, valid, h, gh, Wc, bc, imp, coef, RELU: tl.constexpr, PREC: tl.constexpr):
-    """Pass 2 for one lane: returns (loss sum, gz [BG, NC], updated gh [BG, MP])."""
-    z = tl.dot(h, Wc, input_precision=PREC) + bc[None, :]  # [BG, NC]
-    y = tl.maximum(z, 0.0) if RELU else z
-    diff = tl.where(valid, y - x, 0.0)
-    wdiff = imp[None, :] * diff
-    gz = coef * wdiff
-    if RELU:
-        gz = tl.where(z > 0.0, gz, 0.0)
-    gh = tl.dot(gz, tl.trans(Wc), gh, input_precision=PREC)  # [BG, MP]
-    return tl.sum(tl.sum(wdiff * diff, axis=1), axis=0), gz, gh
 
 
 @triton.jit
@@ -87,56 +54,41 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
         t = t0 + s
         loss = 0.0
         for g0 in range(0, groups, BG):
-            g = g0 + tl.arange(0, BG)
             # pass 1: h = x W^T
-            h0 = tl.zeros((BG, MP), dtype=tl.float32)
-            h1 = tl.zeros((BG, MP), dtype=tl.float32)
-            h2 = tl.zeros((BG, MP), dtype=tl.float32)
-            h3 = tl.zeros((BG, MP), dtype=tl.float32)
+            h = tl.zeros((BG * LANES, MP), dtype=tl.float32)
             for c in range(0, n, NC):
                 cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
                 WcT = tl.trans(tl.load(W_out + o_w + cols[None, :], mask=mw, other=0.0))  # [NC, MP]
-                x0, x1, x2, x3, v0, v1, v2, v3 = _chunk_x(seed, t, g, B, n, cols, mask_c, thr_k, scale_k)
-                h0 = tl.dot(x0, WcT, h0, input_precision=PREC)
-                h1 = tl.dot(x1, WcT, h1, input_precision=PREC)
-                h2 = tl.dot(x2, WcT, h2, input_precision=PREC)
-                h3 = tl.dot(x3, WcT, h3, input_precision=PREC)
+                x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_k, scale_k, BG)
+                h = tl.dot(x, WcT, h, input_precision=PREC)
             # pass 2: outputs, loss, gz; gh = gz W^T; dW += h^T gz; db += sum gz
-            gh0 = tl.zeros((BG, MP), dtype=tl.float32)
-            gh1 = tl.zeros((BG, MP), dtype=tl.float32)
-            gh2 = tl.zeros((BG, MP), dtype=tl.float32)
-            gh3 = tl.zeros((BG, MP), dtype=tl.float32)
+            gh = tl.zeros((BG * LANES, MP), dtype=tl.float32)
             for c in range(0, n, NC):
                 cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
                 Wc = tl.load(W_out + o_w + cols[None, :], mask=mw, other=0.0)  # [MP, NC]
                 bc = tl.load(b_out + o_b + cols, mask=mask_c, other=0.0)
                 imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
-                x0, x1, x2, x3, v0, v1, v2, v3 = _chunk_x(seed, t, g, B, n, cols, mask_c, thr_k, scale_k)
-                l0, gz0, gh0 = _lane_backward(x0, v0, h0, gh0, Wc, bc, imp, coef, RELU, PREC)
-                l1, gz1, gh1 = _lane_backward(x1, v1, h1, gh1, Wc, bc, imp, coef, RELU, PREC)
-                l2, gz2, gh2 = _lane_backward(x2, v2, h2, gh2, Wc, bc, imp, coef, RELU, PREC)
-                l3, gz3, gh3 = _lane_backward(x3, v3, h3, gh3, Wc, bc, imp, coef, RELU, PREC)
-                loss += (l0 + l1) + (l2 + l3)
+                x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_k, scale_k, BG)
+                z = tl.dot(h, Wc, input_precision=PREC) + bc[None, :]  # [4 BG, NC]
+                y = tl.maximum(z, 0.0) if RELU else z
+                diff = tl.where(valid, y - x, 0.0)
+                wdiff = imp[None, :] * diff
+                loss += tl.sum(tl.sum(wdiff * diff, axis=1), axis=0)
+                gz = coef * wdiff
+                if RELU:
+                    gz = tl.where(z > 0.0, gz, 0.0)
+                gh = tl.dot(gz, tl.trans(Wc), gh, input_precision=PREC)  # [4 BG, MP]
                 dW = tl.load(dW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
-                dW = tl.dot(tl.trans(h0), gz0, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(h1), gz1, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(h2), gz2, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(h3), gz3, dW, input_precision=PREC)
-                tl.store(dW_ptr + o_w + cols[None, :], dW, mask=mw)
+                tl.store(dW_ptr + o_w + cols[None, :], tl.dot(tl.trans(h), gz, dW, input_precision=PREC), mask=mw)
                 db = tl.load(db_ptr + o_b + cols, mask=mask_c, other=0.0)
-                db += tl.sum((gz0 + gz1) + (gz2 + gz3), axis=0)
-                tl.store(db_ptr + o_b + cols, db, mask=mask_c)
+                tl.store(db_ptr + o_b + cols, db + tl.sum(gz, axis=0), mask=mask_c)
             tl.debug_barrier()
             # pass 3: dW += gh^T x
             for c in range(0, n, NC):
                 cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-                x0, x1, x2, x3, v0, v1, v2, v3 = _chunk_x(seed, t, g, B, n, cols, mask_c, thr_k, scale_k)
+                x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_k, scale_k, BG)
                 dW = tl.load(dW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
-                dW = tl.dot(tl.trans(gh0), x0, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(gh1), x1, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(gh2), x2, dW, input_precision=PREC)
-                dW = tl.dot(tl.trans(gh3), x3, dW, input_precision=PREC)
-                tl.store(dW_ptr + o_w + cols[None, :], dW, mask=mw)
+                tl.store(dW_ptr + o_w + cols[None, :], tl.dot(tl.trans(gh), x, dW, input_precision=PREC), mask=mw)
             tl.debug_barrier()
         log_loss(loss_ptr + k * n_log, loss * inv_bn, t, total_steps, log_every, n_log)
         # AdamW over the n-chunks; the gradient scratch is zeroed for the next step as it is read.
@@ -175,4 +127,4 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         n, m, data.batch_size, t0, n_steps, total_steps, log_every, loss.shape[1],
         hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
         MP=cfg.MP, NC=cfg.NP, BG=cfg.BG, RELU=data.relu, PREC=cfg.input_precision,
-        num_warps=cfg.num_warps, enable_fp_fusion=cfg.fp_fusion)
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion)

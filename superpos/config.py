@@ -98,4 +98,14 @@ class TrainResult:
 
     @property
     def final_loss(self) -> torch.Tensor:
-        return self.loss_history[:, -1]
+        return final_loss(self.loss_history)
+
+
+# One logged loss is the loss of a single batch, noisy at the sparse end (few active features per batch), so
+# best-of-seeds on it picks lucky batches. The mean of the last few logged losses is a steadier estimate.
+FINAL_LOSS_WINDOW = 10
+
+
+def final_loss(loss_history: torch.Tensor) -> torch.Tensor:
+    """(K,) mean of the last FINAL_LOSS_WINDOW logged losses (fewer when fewer were logged)."""
+    return loss_history[:, -FINAL_LOSS_WINDOW:].mean(dim=1)

@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+from .config import final_loss
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .sweep import Group, Sweep, plan_chunks
 from .train import resolve_backend, train
@@ -145,7 +146,7 @@ def summary_metrics(W: torch.Tensor) -> dict:
 def chunk_rows(sweep: Sweep, chunk: int, start: int, stop: int, loss_history, status, W) -> dict:
     rows = sweep.rows(start, stop)
     rows["chunk"] = np.full(stop - start, chunk, dtype=np.int32)
-    rows["final_loss"] = loss_history[:, -1].double().numpy()
+    rows["final_loss"] = final_loss(loss_history).double().numpy()
     rows["status"] = np.array(status, dtype=object)
     for k, v in summary_metrics(W).items():
         rows[k] = v

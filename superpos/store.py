@@ -24,8 +24,8 @@ activation; steps, batch_size, lr, beta1, beta2, eps, weight_decay, lr_schedule,
 feature_probability (the density; NaN for a per-feature vector that varies, then also
 feature_probability_list), importance_decay (r of I_i = r**i; 1.0 for uniform importance 1; else NaN),
 relative_importance (I of the last feature when the others are 1; else NaN), importance_list (explicit
-per-feature importances only); final_loss (the last logged loss), status ("ok" | "diverged"); and the
-columns of superpos.analysis.summary_metrics (dims_per_feature, frobenius_sq, n_represented, ...).
+per-feature importances only); final_loss (mean of the last 10 logged
+losses, config.FINAL_LOSS_WINDOW), status ("ok" | "diverged"); and the columns of superpos.analysis.summary_metrics (dims_per_feature, frobenius_sq, n_represented, ...).
 
 `load_run(DIR)` returns a `Run`: `.table` (pandas, one row per model), `.weights(ids)`, `.loss_history(ids)`,
 `.name`, `.spec`, `.manifest`; `best_of_seeds(table)` keeps the lowest-loss ok model of every grid point.
