@@ -15,7 +15,7 @@ from triton.compiler import ASTSource
 from .configs import choose_config
 from .philox_data import _sample_batch_kernel
 from .train_small import _train_small_kernel
-from .train_tiled import _train_tiled_kernel
+from .train_tiled import _tiled_grads_kernel, _tiled_update_kernel, _train_tiled_kernel
 
 # Shapes the tests and the paper's experiments use (n, m, batch).
 # The last two reach the limits: n=1024 with m=1 (MP=16) and m=64 (MP=64).
@@ -24,34 +24,38 @@ SHAPES = [(2, 1, 1024), (3, 2, 1024), (5, 2, 1024), (20, 5, 1024), (37, 5, 1024)
 ARCHS = (90, 80)
 
 
-_PTR, _I, _F = "*fp32", "i32", "fp32"
-_COMMON = {"seed_ptr": "*i64", "thr_ptr": "*i32", "scale_ptr": _PTR, "imp_ptr": _PTR, "consts_ptr": _PTR,
-           "loss_ptr": _PTR, "n": _I, "m": _I, "B": _I, "t0": _I, "n_steps": _I, "total_steps": _I,
-           "log_every": _I, "n_log": _I, "coef": _F, "inv_bn": _F, "beta1": _F, "beta2": _F, "eps": _F}
+_INTS = {"n", "m", "B", "t", "t0", "n_steps", "total_steps", "log_every", "n_log", "n_slices", "step"}
+_FLOATS = {"coef", "inv_bn", "beta1", "beta2", "eps"}
 
 
-def _state_args(names):
-    return {name: _PTR for name in names}
+def _signature(fn, consts):
+    """Triton signature of fn's parameters: int32 / float32 scalars by name, int64 seeds, int32 thresholds,
+    float32 pointers for the rest, constexpr for the block sizes."""
+    def kind(name):
+        if name in consts:
+            return "constexpr"
+        if name in _INTS:
+            return "i32"
+        if name in _FLOATS:
+            return "fp32"
+        return {"seed_ptr": "*i64", "thr_ptr": "*i32"}.get(name, "*fp32")
+    return {name: kind(name) for name in fn.arg_names}
 
 
 def kernel_sources(cfg, relu=True):
-    """(name, ASTSource, num_warps) for every kernel the launcher may pick for this config."""
-    state = ["W_in", "b_in", "W_out", "b_out", "mW_ptr", "vW_ptr", "mb_ptr", "vb_ptr"]
+    """(name, ASTSource, compile options) for every kernel the launcher may pick for this config."""
+    options = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     if cfg.kind == "small":
-        fn, consts = _train_small_kernel, {"MP": cfg.MP, "NP": cfg.NP, "BG": cfg.BG, "RELU": relu}
-        sig = {**_state_args(state), **_COMMON}
+        kernels = [(_train_small_kernel, {"MP": cfg.MP, "NP": cfg.NP, "BG": cfg.BG, "RELU": relu})]
     else:
-        fn = _train_tiled_kernel
-        consts = {"MP": cfg.MP, "NC": cfg.NP, "BG": cfg.BG, "RELU": relu, "PREC": cfg.input_precision}
-        sig = {**_state_args(state + ["dW_ptr", "db_ptr"]), **_COMMON}
-    sig.update({k: "constexpr" for k in consts})
-    sig = {name: sig[name] for name in fn.arg_names}  # in parameter order
-    out = [(fn.__name__, ASTSource(fn, sig, constexprs=consts), {"num_warps": cfg.num_warps,
-                                                                   "num_stages": cfg.num_stages})]
+        grads = {"MP": cfg.MP, "NC": cfg.NP, "BG": cfg.BG, "SLICE": cfg.slice_size, "RELU": relu,
+                 "PREC": cfg.input_precision}
+        kernels = [(_train_tiled_kernel, grads)] if cfg.fused_ok else []  # configs.use_split
+        kernels += [(_tiled_grads_kernel, grads), (_tiled_update_kernel, {"MP": cfg.MP, "NC": cfg.NP})]
+    out = [(fn.__name__, ASTSource(fn, _signature(fn, c), constexprs=c), options) for fn, c in kernels]
     samp_consts = {"BG": 16, "NC": 64}  # what philox_data.sample_batch launches for batch >= 64, n >= 64
-    samp_sig = {"seed_ptr": "*i64", "thr_ptr": "*i32", "scale_ptr": _PTR, "out_ptr": _PTR, "step": _I,
-                "n": _I, "B": _I, **{k: "constexpr" for k in samp_consts}}
-    out.append((_sample_batch_kernel.__name__, ASTSource(_sample_batch_kernel, samp_sig, constexprs=samp_consts),
+    out.append((_sample_batch_kernel.__name__,
+                ASTSource(_sample_batch_kernel, _signature(_sample_batch_kernel, samp_consts), constexprs=samp_consts),
                 {"num_warps": 4}))
     return out
 

@@ -30,6 +30,10 @@ SMALL_MAX = 512
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
+# Samples per gradient slice: the batch-order of the float32 sums is fixed by this alone (not by K or the
+# launch mode), so results do not depend on how many models share a launch. 128 = 2 tiles at BG=16.
+TILED_SLICE = 128
+FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave then costs under 12.5%
 TILED = {(16, "ieee"): (16, 4), (16, "tf32"): (16, 8), (32, "ieee"): (16, 8), (32, "tf32"): (16, 8),
          (64, "ieee"): (8, 16), (64, "tf32"): (16, 8)}  # (MP, precision) -> (BG, num_warps)
 PRECISIONS = ("ieee", "tf32")
@@ -44,6 +48,8 @@ class KernelConfig:
     num_warps: int
     input_precision: str = "ieee"
     num_stages: int = 3  # Triton's default; 1 turns off software pipelining of the loads feeding tl.dot
+    slice_size: int = 0  # tiled: samples per gradient slice (a multiple of the 4 BG-sample tile)
+    fused_ok: bool = True  # tiled: the fused (persistent) mode compiles without spills
     fp_fusion: bool = True
 
 
@@ -61,4 +67,15 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
     BG, warps = TILED[MP, input_precision]
-    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1)
+    assert TILED_SLICE % (4 * BG) == 0
+    # MP=64: the fused kernel (both phases in one program) spills 4-76 bytes where the split ones do not.
+    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=TILED_SLICE,
+                        fused_ok=MP <= 32)
+
+
+def use_split(cfg: KernelConfig, n_models: int, sm_count: int) -> bool:
+    """Tiled kernels: split each model's batch over programs unless the models alone fill the GPU.
+    The fused kernel runs one program per model and, at ~200 registers x 256 threads, one program per
+    SM: with K < FUSED_MIN_WAVES x SMs the last wave leaves SMs idle (uniform: 64 models on an H100's
+    132 SMs use under half of it), while split runs K x B / TILED_SLICE programs (512 there)."""
+    return not cfg.fused_ok or n_models < FUSED_MIN_WAVES * sm_count

@@ -44,17 +44,26 @@ def steps_per_launch(pop: Population, cfg: TrainConfig) -> int:
     return int(max(1, min(cfg.steps, FLOPS_PER_LAUNCH // work)))
 
 
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, input_precision="ieee",
-                 max_steps_per_launch: int | None = None) -> TrainResult:
+                 max_steps_per_launch: int | None = None, split: bool | None = None) -> TrainResult:
+    """`split` (tiled kernels only): None picks by kernels.configs.use_split; the result is the same."""
     from .kernels.buffers import Hyper, TrainState
-    from .kernels.configs import choose_config
+    from .kernels.configs import choose_config, use_split
     from .kernels.train_small import train_small
     from .kernels.train_tiled import train_tiled
 
     device = _device(device)
     n, m = pop.spec.n_features, pop.spec.n_hidden
     kcfg = choose_config(n, m, cfg.batch_size, input_precision)
-    launch = train_small if kcfg.kind == "small" else train_tiled
+    if kcfg.kind == "small":
+        launch = train_small
+    else:
+        split = use_split(kcfg, len(pop), sm_count(device)) if split is None else split
+        launch = lambda *args: train_tiled(*args, split=split)  # noqa: E731
     W = pop.W.to(device)
     b = pop.b.to(device)
     state = TrainState(W.clone(), b.clone(), torch.full_like(W, float("nan")), torch.full_like(b, float("nan")),

@@ -141,6 +141,21 @@ def test_tiled_kernel_over_several_batch_tiles(n, m, B):
         assert rel_err(a, b) < 1e-4
 
 
+@pytest.mark.parametrize("n,m,B", [(45, 20, 300), (40, 40, 70)])
+def test_tiled_split_and_fused_modes_are_bit_identical(n, m, B):
+    """Split (a program per model and batch slice, two launches a step) and fused (a program per model,
+    many steps per launch) add the same slice partials in the same order: equal bits, and the slices
+    (128 samples) cover a batch that ends in a partial slice and a partial tile."""
+    pop = _pop(n, m, 2)
+    cfg = sp.TrainConfig(steps=3, batch_size=B, log_every=1, weight_decay=0.01)
+    fused = sp.train(pop, cfg, backend="triton", split=False)
+    split = sp.train(pop, cfg, backend="triton", split=True, max_steps_per_launch=2)
+    for a, b in ((fused.W, split.W), (fused.b, split.b), (fused.loss_history, split.loss_history)):
+        assert torch.equal(a, b)
+    ref = train_torch(pop, cfg)
+    assert rel_err(fused.W, ref.W) < 1e-4 and rel_err(fused.loss_history, ref.loss_history) < 1e-4
+
+
 @pytest.mark.parametrize("n,m", [(5, 2), (45, 20)])
 def test_fault_isolation_and_independence(n, m):
     """A diverging model leaves the others bit-identical; a model alone equals itself among others."""
@@ -157,6 +172,9 @@ def test_fault_isolation_and_independence(n, m):
     assert bad_res.status[2] == "diverged" and [bad_res.status[k] for k in keep] == ["ok"] * (K - 1)
     alone = sp.train(pop.select([K - 1]), cfg, backend="triton")
     assert torch.equal(alone.W[0], good_res.W[K - 1]) and torch.equal(alone.b[0], good_res.b[K - 1])
+    if n >= 40:  # the tiled kernel in split mode isolates faults too
+        split = sp.train(bad, cfg, backend="triton", split=True)
+        assert torch.equal(split.W[keep], good_res.W[keep]) and split.status == bad_res.status
 
 
 @gpu
@@ -168,6 +186,17 @@ def test_gpu_kernel_matches_reference_at_scale(n, m, K):
     got = sp.train(pop, cfg, backend="triton")
     assert rel_err(got.W, ref.W) < 1e-4 and rel_err(got.b, ref.b) < 1e-4
     assert rel_err(got.loss_history, ref.loss_history) < 1e-4
+
+
+@gpu
+@pytest.mark.parametrize("prec", ["ieee", "tf32"])
+def test_gpu_split_and_fused_modes_are_bit_identical(prec):
+    """On the GPU the two modes are different compiled kernels sharing _slice_grads/_update: same bits."""
+    pop = _pop(400, 30, 64)
+    cfg = sp.TrainConfig(steps=20, batch_size=1024, log_every=5)
+    fused = sp.train(pop, cfg, backend="triton", split=False, input_precision=prec)
+    split = sp.train(pop, cfg, backend="triton", split=True, input_precision=prec)
+    assert torch.equal(fused.W, split.W) and torch.equal(fused.loss_history, split.loss_history)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="CPU-only behaviour")
