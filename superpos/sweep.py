@@ -294,6 +294,16 @@ def _merge_quick(raw: dict) -> dict:
     return out
 
 
+def _check_list_lengths(key: str, values: list, n_values: list) -> None:
+    """Each per-feature list among an axis's values has one entry per feature, for every n_features."""
+    for i, v in enumerate(values):
+        if isinstance(v, list):
+            for n in n_values:
+                if len(v) != n:
+                    where = key + (f"[{i}]" if len(values) > 1 else "")
+                    raise ValueError(f"{where}: a per-feature list needs n_features = {n} entries, got {len(v)}")
+
+
 def resolve(raw: dict, quick: bool = False) -> dict:
     """Validate a parsed spec (a dict as from TOML) and return its resolved, canonical form.
 
@@ -369,24 +379,14 @@ def resolve(raw: dict, quick: bool = False) -> dict:
     sw = sections["sweep"]
     n_values = axes.get("n_features", [base.get("n_features")])
     fp = _feature_probability("sweep.feature_probability", sw.get("feature_probability", 1.0))
-    for i, v in enumerate(fp):
-        if isinstance(v, list):
-            for n in n_values:
-                if len(v) != n:
-                    where = "sweep.feature_probability" + (f"[{i}]" if len(fp) > 1 else "")
-                    raise ValueError(f"{where}: a per-feature list needs n_features = {n} entries, got {len(v)}")
+    _check_list_lengths("sweep.feature_probability", fp, n_values)
     given = [k for k in IMPORTANCE_KEYS if k in sw]
     if len(given) > 1:
         raise ValueError(f"sweep.{given[1]}: only one of {', '.join(IMPORTANCE_KEYS)} may be given, got {', '.join(given)}")
     imp_key = given[0] if given else "importance"
     if imp_key == "importance":
         imp = _importance("sweep.importance", sw.get("importance", 1.0))
-        for i, v in enumerate(imp):
-            if isinstance(v, list):
-                for n in n_values:
-                    if len(v) != n:
-                        where = "sweep.importance" + (f"[{i}]" if len(imp) > 1 else "")
-                        raise ValueError(f"{where}: a per-feature list needs n_features = {n} entries, got {len(v)}")
+        _check_list_lengths("sweep.importance", imp, n_values)
     else:
         imp = _number_list(f"sweep.{imp_key}", sw[imp_key])
         lo_open = imp_key == "importance_decay"

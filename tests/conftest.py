@@ -27,4 +27,16 @@ def gen():
     return np.random.default_rng(1234)
 
 
+# A 1,000,000-model n=2, m=1 grid (1000 densities x 100 importances x 10 seeds) for the scale tests.
+MILLION_SPEC = """
+name = "million"
+[model]
+n_features = 2
+n_hidden = 1
+[sweep]
+feature_probability = { logspace = [0, -2, 1000] }
+relative_importance = { logspace = [-1, 1, 100] }
+seeds = 10
+"""
+
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")

@@ -6,6 +6,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import MILLION_SPEC
 import torch
 
 import superpos as sp
@@ -203,16 +205,7 @@ def test_million_row_table_size(tmp_path):
 
     The rows are the real ones the driver writes (sweep.rows), with synthetic losses and metrics.
     """
-    text = """
-name = "million"
-[model]
-n_features = 2
-n_hidden = 1
-[sweep]
-feature_probability = { logspace = [0, -2, 1000] }
-relative_importance = { logspace = [-1, 1, 100] }
-seeds = 10
-"""
+    text = MILLION_SPEC
     sweep = parse_spec(text)
     t0 = time.perf_counter()
     rows = sweep.rows(0, sweep.n_models)

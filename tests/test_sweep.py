@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MILLION_SPEC
+
 from superpos.sweep import load_spec, parse_spec, plan_chunks
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -240,16 +242,7 @@ def test_intro_experiment_is_the_notebooks():
 def test_million_model_grid_expands_and_schedules():
     """A 1,000,000-model n=2, m=1 grid expands and is planned into contiguous chunks (its time is
     printed with -s; speed is reported from measurements, not asserted here)."""
-    text = """
-name = "million"
-[model]
-n_features = 2
-n_hidden = 1
-[sweep]
-feature_probability = { logspace = [0, -2, 1000] }
-relative_importance = { logspace = [-1, 1, 100] }
-seeds = 10
-"""
+    text = MILLION_SPEC
     from superpos.driver import make_plan
     import torch
 
