@@ -27,10 +27,10 @@ case "${1:-1}" in
       python -c "import jax; print('jax', jax.__version__)"; } > "$OUT/device.txt" 2>&1
     run 180 tests python -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_bench.py
     run 60 bench_intro python -m superpos bench -w intro --out "$results" --time-budget 15 --table
-    run 120 bench_uniform python -m superpos bench -w uniform --out "$results" --time-budget 15 --table
+    run 150 bench_uniform python -m superpos bench -w uniform -b torch,torch-compile,jax,triton,triton-fused --out "$results" --time-budget 15 --table
     ;;
 2)
-    run 90 bench_geometry python -m superpos bench -w geometry --out "$results" --time-budget 15 --no-measure-peak --table
+    run 120 bench_geometry python -m superpos bench -w geometry -b torch,torch-compile,jax,triton,triton-fused --out "$results" --time-budget 15 --no-measure-peak --table
     run 150 bench_phase python -m superpos bench -w phase,phase3 --out "$results" --time-budget 15 --no-measure-peak --table
     ;;
 3)

@@ -120,9 +120,12 @@ def _run(args) -> int:
 
     import torch
 
-    from .harness import run
+    from .harness import BACKENDS, TRITON_SPLIT, run
 
     workloads = [get_workload(w) for w in (args.workload or list(WORKLOADS))]
+    for b in args.backend or ():
+        if b not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {b!r}")
     for prec in args.precision or ():
         if prec not in ("ieee", "tf32"):
             raise ValueError(f"precision must be ieee or tf32, got {prec!r}")
@@ -130,7 +133,7 @@ def _run(args) -> int:
     if args.quick:
         if device not in (None, "cpu"):
             raise ValueError("--quick runs on the CPU; leave --device out")
-        if args.backend and "triton" in args.backend:
+        if args.backend and any(b in TRITON_SPLIT for b in args.backend):
             raise ValueError("--quick runs no triton (it needs a GPU)")
         device = "cpu"
     elif device is None:

@@ -40,7 +40,10 @@ import torch
 from .peers import PEERS, JaxPeer, jax_available, make_peer, torch_matmul_precision
 from .workloads import WORKLOADS, Workload, flops_per_sample
 
-BACKENDS = ("torch", "torch-compile", "jax", "triton", "reference")
+BACKENDS = ("torch", "torch-compile", "jax", "triton", "triton-fused", "triton-split", "reference")
+# The fused kernels with the tiled kernels' launch mode chosen by kernels.configs.use_split ("triton")
+# or forced, to check that choice on a GPU (same results either way; small-kernel shapes ignore it).
+TRITON_SPLIT = {"triton": None, "triton-fused": False, "triton-split": True}
 
 # Datasheet FP32 (non-tensor-core) peak, FLOP/s, by device name; the first matching pattern wins.
 PEAK_TABLE = (
@@ -200,10 +203,12 @@ class Runner:
             self.call = self.peer.train
             if isinstance(self.peer, JaxPeer):
                 self.block = self.peer.block
-        elif backend == "triton":
+        elif backend in TRITON_SPLIT:
             import superpos as sp
-            self.call = lambda: sp.train(pop, cfg, backend="triton", device=device, input_precision=precision)
-            self._options = {"input_precision": precision, "api": "sp.train(backend='triton')"}
+            split = TRITON_SPLIT[backend]
+            self.call = lambda: sp.train(pop, cfg, backend="triton", device=device, input_precision=precision,
+                                         split=split)
+            self._options = {"input_precision": precision, "split": split, "api": "sp.train(backend='triton')"}
         elif backend == "reference":
             import superpos as sp
             self.call = lambda: sp.train(pop, cfg, backend="torch", device=device)

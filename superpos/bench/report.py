@@ -18,7 +18,7 @@ FIELDS = ("workload", "backend", "device", "model_steps_per_s", "samples_per_s",
           "fp32_peak_fraction", "peak_memory_bytes", "versions", "commit", "timestamp", "config")
 TABLE_BEGIN = "<!-- bench-table:begin -->"
 TABLE_END = "<!-- bench-table:end -->"
-BACKEND_ORDER = ("triton", "torch-compile", "jax", "torch", "reference")
+BACKEND_ORDER = ("triton", "triton-fused", "triton-split", "torch-compile", "jax", "torch", "reference")
 
 
 def results_dir() -> Path:
