@@ -139,7 +139,8 @@ def plot_phase_diagram(density, relative_importance, phase, n_features: int = 2,
         _draw_phase_map(axes[1], P.ravel(), R.ravel(), A.theory_phase_n2m1(P, R).ravel())
         axes[1].set_title("theory: best of W=[1,0], [0,1], [1,−1] with optimal bias", fontsize=10)
     handles = [Patch(color=PHASE_COLORS[name], label=PHASE_NAMES[name]) for name in A.PHASES]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    # One panel is too narrow for the three entries in a row: stack them there.
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if theory else 1)
     fig.suptitle(title or "sparsity–relative importance phase diagram")
     return fig
 
