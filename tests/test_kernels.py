@@ -156,6 +156,17 @@ def test_tiled_split_and_fused_modes_are_bit_identical(n, m, B):
     assert rel_err(fused.W, ref.W) < 1e-4 and rel_err(fused.loss_history, ref.loss_history) < 1e-4
 
 
+def test_launch_mode_choice():
+    """Split below 8 models per SM (uniform's 64 models on 132 SMs), fused from there; m > 32 always
+    splits (its fused kernel would spill); the slice is a whole number of tiles."""
+    from superpos.kernels.configs import FUSED_MIN_WAVES, use_split
+    cfg = choose_config(400, 30, 1024)
+    assert cfg.kind == "tiled" and cfg.slice_size % (4 * cfg.BG) == 0
+    assert use_split(cfg, 64, 132) and use_split(cfg, FUSED_MIN_WAVES * 132 - 1, 132)
+    assert not use_split(cfg, FUSED_MIN_WAVES * 132, 132)
+    assert use_split(choose_config(400, 64, 1024), 10**6, 132)
+
+
 @pytest.mark.parametrize("n,m", [(5, 2), (45, 20)])
 def test_fault_isolation_and_independence(n, m):
     """A diverging model leaves the others bit-identical; a model alone equals itself among others."""
