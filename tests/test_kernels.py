@@ -213,3 +213,25 @@ def test_gpu_split_and_fused_modes_are_bit_identical(prec):
 @pytest.mark.skipif(HAS_CUDA, reason="CPU-only behaviour")
 def test_auto_backend_falls_back_to_torch_without_cuda():
     assert sp.resolve_backend("auto") == "torch"
+
+
+@gpu
+@pytest.mark.parametrize("n,m", [(2, 1), (5, 2), (400, 30)])
+def test_gpu_every_launched_specialization_runs(n, m):
+    """Steps 0, 1 and 2 as separate launches (an int equal to 1 is what the JIT would specialize) give the
+    same bits as one three-step launch, in every launch mode."""
+    pop = _pop(n, m, 8)
+    cfg = sp.TrainConfig(steps=3, batch_size=1024, log_every=1)
+    whole = sp.train(pop, cfg, backend="triton")
+    modes = [{}] if n < 40 else [{"split": True}, {"split": False}]
+    for mode in modes:
+        stepwise = sp.train(pop, cfg, backend="triton", max_steps_per_launch=1, **mode)
+        assert torch.equal(stepwise.W, whole.W) and torch.equal(stepwise.loss_history, whole.loss_history)
+
+
+def test_launcher_refuses_gpus_it_cannot_build_for():
+    """One line naming the capability instead of a compile error deep inside Triton."""
+    from superpos.triton_backend import unsupported_reason
+    assert "7.5 or newer" in unsupported_reason((7, 0)) and "sm_70" in unsupported_reason((7, 0))
+    assert "'tf32'" in unsupported_reason((7, 5), "tf32") and unsupported_reason((7, 5), "ieee") == ""
+    assert unsupported_reason((8, 0), "tf32") == unsupported_reason((9, 0), "tf32") == ""
