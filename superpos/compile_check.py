@@ -31,7 +31,7 @@ CONSUMER_ARCHS = (75, 86, 89)
 ARCHS = PRIMARY_ARCHS + CONSUMER_ARCHS
 
 
-def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32"), activations=("relu", "linear")):
+def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear")):
     """[(label dict, Launch)] for every launch the launcher may make for this shape."""
     from .config import TrainConfig
     from .kernels.configs import choose_config
@@ -63,7 +63,7 @@ def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32
     return out
 
 
-def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32"), activations=("relu", "linear"),
+def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear"),
                    progress=None) -> list:
     """One row per distinct compile: the launch's label, the target, and the compiled resources (or the error)."""
     from .kernels.as_launched import compile_launch, resource_usage

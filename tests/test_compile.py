@@ -20,8 +20,8 @@ from superpos.compile_check import CONSUMER_ARCHS, SHAPES  # noqa: E402
 PAPER = [(2, 1), (3, 2), (5, 2), (20, 5), (37, 5), (200, 20), (400, 30)]
 # sm_90: every shape the launcher is checked at, both activations and precisions; sm_80: the paper's
 # shapes (relu: the activation only changes one select); consumer targets: one small and one tiled shape.
-PLAN = [(SHAPES, (90,), ("ieee", "tf32"), ("relu", "linear")),
-        (PAPER, (80,), ("ieee", "tf32"), ("relu",)),
+PLAN = [(SHAPES, (90,), ("ieee", "tf32x3", "tf32"), ("relu", "linear")),
+        (PAPER, (80,), ("ieee", "tf32x3", "tf32"), ("relu",)),
         ([(5, 2), (400, 30)], CONSUMER_ARCHS, ("ieee", "tf32"), ("relu",))]
 
 SCRIPT = """
@@ -79,7 +79,7 @@ def test_one_compile_per_configuration_whatever_the_step(report):
 
 def test_consumer_targets_build_unless_the_launcher_refuses_them(report):
     """On sm_75/86/89 every launch compiles, except tf32 on sm_75 (no tf32 tensor cores), which the
-    launcher refuses by name instead of running."""
+    launcher refuses by name instead of running (tf32x3 likewise)."""
     consumer = [r for r in report if r["arch"] in [f"sm_{a}" for a in CONSUMER_ARCHS]]
     assert consumer and all(r["error"] == "" for r in consumer)
     refused = {(r["arch"], r["precision"]) for r in consumer if r["refused"]}
