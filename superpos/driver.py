@@ -308,7 +308,7 @@ class _Progress:
         from tqdm import tqdm
 
         class Bar(tqdm):
-            models_text = ""
+            models_text = f"{done_models}/{total_models} models"
 
             @property
             def format_dict(self):
@@ -469,7 +469,7 @@ def _set_status(store, record, status, run_status=None, **fields) -> None:
         if manifest.get("runs"):
             manifest["runs"][-1] = record
         manifest["status"] = run_status or status
-        store.write_manifest(manifest)
+        store.write_manifest(manifest, in_place_if_full=True)
     except (OSError, ValueError) as err:
         print(f"superpos: could not record status {status!r} in the manifest: {err}", file=sys.stderr)
 

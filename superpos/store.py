@@ -39,6 +39,7 @@ losses, config.FINAL_LOSS_WINDOW), status ("ok" | "diverged"); and the columns o
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -79,11 +80,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same directory and os.replace."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a half-written temporary must not hold the space a full disk needs for the status
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_json(path, obj, canonical: bool = False) -> None:
@@ -324,8 +332,20 @@ class RunStore:
         p = self.dir / MANIFEST_FILE
         return json.loads(p.read_text()) if p.exists() else {}
 
-    def write_manifest(self, manifest: dict) -> None:
-        atomic_write_json(self.dir / MANIFEST_FILE, manifest)
+    def write_manifest(self, manifest: dict, in_place_if_full: bool = False) -> None:
+        """Atomically; on a full disk (`in_place_if_full`) by overwriting the old file, whose space is
+        freed first, so that a run's final status still gets recorded."""
+        try:
+            atomic_write_json(self.dir / MANIFEST_FILE, manifest)
+        except OSError as err:
+            if not (in_place_if_full and err.errno == errno.ENOSPC):
+                raise
+            text = json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n"
+            with open(self.dir / MANIFEST_FILE, "r+b") as f:
+                f.truncate(0)
+                f.write(text.encode())
+                f.flush()
+                os.fsync(f.fileno())
 
     # -- chunks -----------------------------------------------------------------------------------
     def chunk_path(self, i: int, suffix: str) -> Path:

@@ -63,13 +63,14 @@ import copy
 import json
 import math
 import numbers
+import os
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
-from .spec import MAX_SEED, ModelSpec, Population
+from .spec import FLOAT32_MAX, MAX_SEED, ModelSpec, Population
 
 try:
     import tomllib
@@ -85,6 +86,7 @@ DATA_KEYS = ("feature_probability",) + IMPORTANCE_KEYS
 SWEEP_KEYS = GROUP_KEYS + DATA_KEYS + ("seeds", "base_seed")
 TOP_KEYS = ("name", "description", "model", "train", "sweep", "quick")
 RANGE_FORMS = ("linspace", "logspace", "geomspace", "range")
+MAX_MODELS = 1 << 32  # models in one sweep (a run directory); checked before anything is built
 
 
 def _kind(cls, name) -> str:
@@ -109,8 +111,8 @@ def _type_name(x) -> str:
 # --------------------------------------------------------------------------------------------------
 def _scalar(path: str, kind: str, value):
     """One value of a model/train key, type-checked (range checks are left to ModelSpec/TrainConfig)."""
-    if kind == "int":
-        if _is_number(value) and float(value).is_integer() and abs(value) < 2**63:
+    if kind == "int":  # 5.0 is refused, as ModelSpec / TrainConfig refuse it
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
         raise ValueError(f"{path}: must be an integer, got {_type_name(value)} {value!r}")
     if kind == "float":
@@ -146,14 +148,16 @@ def _range_form(path: str, form: dict, integer: bool) -> list:
             raise ValueError(f"{path}.range: must be [start, stop] or [start, stop, step] integers, got {args!r}")
         if len(args) == 3 and args[2] == 0:
             raise ValueError(f"{path}.range: step must not be 0")
+        if len(range(*args)) > MAX_MODELS:
+            raise ValueError(f"{path}.range: gives {len(range(*args)):.3g} values, more than a run may hold (2**32)")
         values = list(range(*args))
     else:
         if not (isinstance(args, list) and len(args) == 3 and all(_is_number(a) for a in args[:2])
                 and isinstance(args[2], int) and not isinstance(args[2], bool)):
             raise ValueError(f"{path}.{f}: must be [start, stop, num] with an integer num, got {args!r}")
         a, b, num = args
-        if num < 1:
-            raise ValueError(f"{path}.{f}: num must be >= 1, got {num}")
+        if not 1 <= num <= MAX_MODELS:
+            raise ValueError(f"{path}.{f}: num must be in [1, 2**32], got {num}")
         if f == "linspace":
             arr = np.linspace(a, b, num)
         elif f == "logspace":
@@ -216,9 +220,11 @@ def _check_finite(path, values, lo, lo_open, what):
     for i, v in enumerate(values):
         vs = v if isinstance(v, list) else [v]
         for x in vs:
-            if not math.isfinite(x) or (x <= lo if lo_open else x < lo) or (what == "probability" and x > 1):
+            too_big = x > 1 if what == "probability" else x > FLOAT32_MAX  # importances are float32
+            if not math.isfinite(x) or (x <= lo if lo_open else x < lo) or too_big:
                 where = f"{path}[{i}]" if len(values) > 1 else path
-                allowed = "in (0, 1]" if what == "probability" else (f"> {lo}" if lo_open else f">= {lo}") + " and finite"
+                allowed = "in (0, 1]" if what == "probability" else (f"> {lo}" if lo_open else f">= {lo}") + \
+                    f" and finite (at most {FLOAT32_MAX:.4g}, float32)"
                 raise ValueError(f"{where}: must be {allowed}, got {x!r}")
 
 
@@ -426,6 +432,9 @@ def resolve(raw: dict, quick: bool = False) -> dict:
         "seeds": n_seeds, "seed_list": seed_list, "base_seed": base_seed,
     }
     n_models = math.prod(len(v) for v in resolved["sweep"].values()) * n_seeds
+    if n_models > MAX_MODELS:
+        raise ValueError(f"sweep: the grid has {n_models:.3g} models; a run holds at most 2**32 "
+                         f"({math.prod(len(v) for v in resolved['sweep'].values())} points x {n_seeds} seeds)")
     if seed_list is None and base_seed + n_models - 1 > MAX_SEED:
         raise ValueError(f"sweep.base_seed: base_seed + model index must stay below 2**63 ({n_models} models)")
     return resolved
@@ -446,21 +455,33 @@ def load_spec(path, quick: bool = False) -> "Sweep":
     """Read a TOML spec file and return its Sweep (ValueError naming the key on any problem)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"spec file not found: {path}") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a spec file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a spec is a UTF-8 TOML file") from None
     return parse_spec(text, quick=quick, source=str(path))
 
 
-def parse_spec(text: str, quick: bool = False, source: str = "spec") -> "Sweep":
+def parse_spec(spec, quick: bool = False, source: str = "spec") -> "Sweep":
+    """A Sweep from a spec given as TOML text, a path to a TOML file, or a dict (as TOML would parse).
+
+    A str without a newline and without '=' is taken as a path.
+    """
+    if isinstance(spec, dict):
+        return Sweep(resolve(copy.deepcopy(spec), quick=quick))
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec and "=" not in spec):
+        return load_spec(spec, quick=quick)
+    if not isinstance(spec, str):
+        raise ValueError(f"spec must be a path, TOML text or a dict, got {type(spec).__name__}")
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(spec)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{source}: invalid TOML: {e}") from None
     sweep = Sweep(resolve(raw, quick=quick))
-    sweep.source_text = text
+    sweep.source_text = spec
     return sweep
 
 
