@@ -106,7 +106,7 @@ def _sigterm_interrupts():
 
 
 def _cmd_plot(args) -> int:
-    from .runspec import draw_figures, skipped_line
+    from .runspec import draw_figures, skipped_lines
 
     try:
         written, skipped = draw_figures(args.dir, args.format, args.out)
@@ -118,11 +118,8 @@ def _cmd_plot(args) -> int:
         return 0
     for path in written:
         print(path)
-    if skipped and getattr(args, "verbose", False):
-        for name, why in skipped:
-            print(f"superpos: skipped {name}" + (f": {why}" if why else ""), file=sys.stderr)
-    elif skipped:
-        print(skipped_line(skipped) + " (--verbose says why)", file=sys.stderr)
+    for line in skipped_lines(skipped, getattr(args, "verbose", False)):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -25,8 +25,9 @@ def run_spec(spec, out, quick: bool = False, backend: str = "auto", quiet: bool 
               checkpoint_every=checkpoint_every)
     if plot and _is_rank_zero():
         _, skipped = draw_figures(out, plot_format)
-        if skipped and not quiet:
-            print(skipped_line(skipped), file=sys.stderr)
+        if not quiet:
+            for line in skipped_lines(skipped):
+                print(line, file=sys.stderr)
     return load_run(out)
 
 
@@ -41,10 +42,17 @@ def draw_figures(directory, fmt: str = "png", outdir=None):
     return written, [tuple(s) if isinstance(s, (tuple, list)) and len(s) == 2 else (s, "") for s in skipped or ()]
 
 
-def skipped_line(skipped) -> str:
-    """The skipped figures in one line (their reasons: `superpos plot DIR --verbose`)."""
-    names = ", ".join(name for name, _ in skipped)
-    return f"superpos: skipped {len(skipped)} figure{'s' if len(skipped) != 1 else ''} this run does not allow: {names}"
+def skipped_lines(skipped, verbose: bool = False) -> list:
+    """What to say about skipped figures: one line for those the run's axes do not allow (each with its
+    reason when `verbose`), and one line per figure that failed to draw (an error is always shown)."""
+    failed = [(name, why) for name, why in skipped if why.startswith("could not draw")]
+    plain = [(name, why) for name, why in skipped if (name, why) not in failed]
+    lines = [f"superpos: skipped {name}: {why}" for name, why in failed + (plain if verbose else [])]
+    if plain and not verbose:
+        s = "s" if len(plain) != 1 else ""
+        lines.insert(0, f"superpos: skipped {len(plain)} figure{s} this run's axes do not allow "
+                        f"({', '.join(name for name, _ in plain)}; `superpos plot DIR --verbose` says why)")
+    return lines
 
 
 def _is_rank_zero() -> bool:
