@@ -1,58 +1,7 @@
 """Sweep specs: a TOML file -> a grid of models, grouped by shape and training config, cut into chunks.
 
-Spec format
------------
-```toml
-name = "phase_n2m1"                  # required: the experiment's name
-description = "..."                  # optional
-
-[model]                              # single values: n_features, n_hidden, activation ("relu" | "linear")
-n_features = 2
-n_hidden = 1
-
-[train]                              # single values of any TrainConfig field (omitted -> TrainConfig's default)
-steps = 10000
-batch_size = 1024
-
-[sweep]                              # the axes; every combination is a grid point
-feature_probability = { logspace = [0, -2, 20] }   # 10**linspace(0, -2, 20)
-relative_importance = { logspace = [-1, 1, 20] }   # importance (1, ..., 1, r)
-seeds = 10                           # models per grid point (or an explicit list of seeds)
-
-[quick]                              # --quick: replaces keys of [model], [train], [sweep]
-train = { steps = 500 }
-sweep = { feature_probability = { logspace = [0, -2, 5] }, seeds = 2 }
-```
-A key in [quick.X] replaces that key wherever the base spec set it (``quick.sweep.lr`` replaces
-``train.lr``; any importance key replaces the base's importance key). Both forms are validated whichever
-runs; an error only the quick form has is reported as ``quick.<key>: ...``.
-
-An axis value is a scalar, a list, or a range form: ``{ linspace = [a, b, num] }``,
-``{ logspace = [a, b, num], base = 10 }`` (``base**linspace(a, b, num)``), ``{ geomspace = [a, b, num] }``
-or, for integer keys, ``{ range = [start, stop, step] }`` (Python's range, stop excluded).
-Any [model] or [train] key may be swept by putting it in [sweep] instead (``lr = [1e-3, 3e-3]``,
-``activation = ["linear", "relu"]``, ``betas = [[0.9, 0.999], [0.9, 0.99]]``); a key may not be in both.
-
-The data axes live in [sweep]:
-- ``feature_probability``: a scalar, a list of densities, or a list of lists (each inner list one
-  per-feature vector of length n_features) - or a mixture of the two. Values in (0, 1].
-- importance, at most one of: ``importance`` (a scalar for every feature, a list = ONE per-feature vector,
-  a list of lists = an axis of vectors), ``importance_decay`` (axis of r: I_i = r**i, i = 0..n-1) or
-  ``relative_importance`` (axis of r: I = (1, ..., 1, r), the phase diagrams). Default: importance 1.
-- ``seeds``: models per grid point (default 1), or a list of explicit seeds used at every point;
-  ``base_seed`` (default 0).
-
-Grid order and model ids
-------------------------
-Axes are nested in a fixed canonical order, outermost first: n_features, n_hidden, activation, the
-TrainConfig fields in their declared order, feature_probability, the importance axis, and the seed
-index innermost. ``model_id`` is a model's position in that order (0-based), ``point_id`` its grid
-point (``model_id // seeds``), ``seed_index`` its position among the point's seeds. Since the
-shape/training axes are outermost, the models sharing a shape and TrainConfig (a *group*) form one
-contiguous id range; chunks are contiguous slices of a group.
-
-Seed rule: ``seed = base_seed + model_id`` (so every model of a sweep has its own seed: its own init and
-its own data stream), or ``seed = seeds[seed_index]`` when ``seeds`` is an explicit list.
+The spec format (sections, axes, range forms, [quick], grid order, model ids and the seed rule) is
+documented in docs/spec-format.md.
 
 Nothing here is per model until asked: the grid of a million models is a few small arrays, and
 `Sweep.population(start, stop)` / `Sweep.rows(start, stop)` build one chunk at a time.
