@@ -257,7 +257,7 @@ class RunStore:
             if foreign:
                 raise RunError(f"{d}: exists and is not a superpos run directory (holds {foreign[0]!r}); "
                                "choose an empty or new --out")
-            if (d / PLAN_FILE).exists() or self.has_chunk_files():
+            if self.has_chunk_files():  # a plan.json alone is a creation cut short: safe to plan again
                 raise RunError(f"{d}: holds chunks but no {SPEC_FILE} (the directory is damaged); restore "
                                f"{SPEC_FILE} or use another --out")
             return False

@@ -139,6 +139,19 @@ def test_a_run_without_spec_json_is_refused_not_replanned(finished, tmp_path, ca
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
+def test_a_creation_cut_short_before_spec_json_is_planned_again(tmp_path):
+    """spec.json is written last when DIR is created: a kill just before it leaves a plan and no chunks,
+    which is safe to plan again (nothing trained can be lost)."""
+    out = tmp_path / "run"
+    sweep = parse_spec(SPEC)
+    store = store_mod.RunStore(out)
+    out.mkdir()
+    store.initialize(sweep, driver.make_plan(sweep, "torch", torch.device("cpu"), 3), {"backend": "torch"}, "torch")
+    (out / "spec.json").unlink()
+    assert run_sweep(sweep, out, backend="torch", quiet=True, chunk_size=1)["complete"]
+    assert len(load_run(out).table) == 4
+
+
 def test_chunks_that_do_not_match_the_plan_are_retrained(finished, tmp_path):
     spec, ref = finished
     out = tmp_path / "run"
@@ -234,14 +247,15 @@ BOUNDS = {
     "steps = 2147483647": ("steps = 40", "train.steps"),
     "seeds = 1000000000000000": ("seeds = 2", "sweep"),
     "grid": ("feature_probability = [1.0, 0.3]",
-             "feature_probability = { logspace = [0, -2, 1000000] }\nimportance_decay = { linspace = [0.5, 1, 10000000] }"),
+             "feature_probability = { logspace = [0, -2, 1000] }\nimportance_decay = { linspace = [0.5, 1, 1000] }\n"
+             "lr = { logspace = [-4, -2, 1000] }\nbase_seed = 0"),  # x 10**4 seeds below: 10**13 models
 }
 
 
 @pytest.mark.parametrize("case", ["n_features = 1000000000", "steps = 2147483647", "seeds = 1000000000000000", "grid"])
 def test_sizes_that_cannot_fit_are_refused_before_anything_is_written(tmp_path, capsys, case):
     old, field = BOUNDS[case]
-    text = SPEC.replace(old, case) if case != "grid" else SPEC.replace(old, field)
+    text = SPEC.replace(old, case) if case != "grid" else SPEC.replace(old, field).replace("seeds = 2", "seeds = 10000")
     spec = tmp_path / "spec.toml"
     spec.write_text(text)
     out = tmp_path / "out"
