@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import superpos as sp
-from superpos.checkpoint import TrainCheckpoint
 
 
 def population(n=5, m=2, K=3):

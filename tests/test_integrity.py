@@ -105,6 +105,8 @@ def test_damaged_chunks_are_named_by_load_run_and_retrained_on_resume(finished, 
     assert "chunk 3" not in p.stderr
     assert snapshot(out) == original  # retrained bit for bit, table rebuilt
     infos = [json.loads(chunk(i, "json").read_text()) for i in range(4)]
+    assert [(x["start"], x["stop"]) for x in infos] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert all(set(x["sha256"]) == {"safetensors", "parquet"} for x in infos)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["runs"][-1]["chunks_trained"] == 3
     assert load_run(out).weights([0, 1, 2, 3])[0].isfinite().all()
