@@ -6,13 +6,15 @@ from .train import BACKENDS, resolve_backend, train
 __version__ = "0.1.0"
 
 __all__ = ["ModelSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
-           "resolve_backend", "ACTIVATIONS", "SCHEDULES", "BACKENDS", "__version__"]
+           "resolve_backend", "run_spec", "load_run", "best_of_seeds", "ACTIVATIONS", "SCHEDULES", "BACKENDS", "__version__"]
 
 
 def __getattr__(name):  # heavy submodules load on first use
     import importlib
     if name in ("analysis", "plots", "sweep", "store", "rng", "reference"):
         return importlib.import_module(f".{name}", __name__)
-    if name == "load_run":
-        return importlib.import_module(".store", __name__).load_run
+    if name in ("load_run", "best_of_seeds"):
+        return getattr(importlib.import_module(".store", __name__), name)
+    if name == "run_spec":
+        return importlib.import_module(".runspec", __name__).run_spec
     raise AttributeError(name)

@@ -1,7 +1,7 @@
 """`superpos` command line: run a sweep, plot a run, benchmark.
 
-    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet]
-    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR]
+    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet] [--checkpoint-every S]
+    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--verbose]
     superpos bench ...            (arguments go to superpos.bench.cli)
 
 Bad input (an invalid or missing spec, a DIR holding another run, a locked DIR) prints one line
@@ -35,6 +35,16 @@ def _positive_int(text):
     return v
 
 
+def _seconds(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v >= 0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in [0, inf], got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpos", description="Train thousands of toy models of superposition at once.")
     sub = parser.add_subparsers(dest="command", metavar="{run,plot,bench}")
@@ -51,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=_positive_int, default=None, metavar="K",
                      help="models per chunk (default: what fits the device's memory); only for a new DIR")
     run.add_argument("--device", default=None, help="torch device (default: cuda when used by the backend, else cpu)")
+    from .driver import CHECKPOINT_SECONDS
+
+    run.add_argument("--checkpoint-every", type=_seconds, default=CHECKPOINT_SECONDS, metavar="SECONDS",
+                     help="save a training chunk's state this often, so a kill loses at most this much work "
+                          "(default: %(default).0f; 0: as often as possible; inf: never)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures into DIR/plots at the end")
     run.set_defaults(func=_cmd_run)
 
@@ -58,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("dir", metavar="DIR", help="a run directory written by `superpos run`")
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="image format (default: png)")
     plot.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the figures (default: DIR/plots)")
+    plot.add_argument("--verbose", action="store_true", help="say why each skipped figure was skipped")
     plot.set_defaults(func=_cmd_plot)
 
     sub.add_parser("bench", help="benchmarks (arguments are passed to superpos.bench.cli)", add_help=False)
@@ -65,22 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from .driver import run_sweep
+    from .runspec import _is_rank_zero, run_spec
     from .sweep import load_spec
 
     sweep = load_spec(args.spec, quick=args.quick)  # every spec error surfaces here, before DIR is touched
     _sigterm_interrupts()
-    run_sweep(sweep, args.out, backend=args.backend, quiet=args.quiet, chunk_size=args.chunk_size,
-              device=args.device, argv=["superpos", "run"] + args.argv)
+    run_spec(sweep, args.out, backend=args.backend, quiet=args.quiet, chunk_size=args.chunk_size,
+             device=args.device, checkpoint_every=args.checkpoint_every, plot=False, argv=["superpos", "run"] + args.argv)
     if args.no_plot or not _is_rank_zero():
         return 0
-    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet))
-
-
-def _is_rank_zero() -> bool:
-    """Under torchrun only rank 0 draws (every rank has finished: the driver ends with a barrier)."""
-    import os
-    return os.environ.get("RANK", "0") == "0"
+    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet, verbose=False))
 
 
 def _sigterm_interrupts():
@@ -96,26 +106,20 @@ def _sigterm_interrupts():
 
 
 def _cmd_plot(args) -> int:
-    from pathlib import Path
+    from .runspec import draw_figures, skipped_lines
 
-    from .store import load_run
-
-    run = load_run(args.dir)
     try:
-        plots = importlib.import_module("superpos.plots")
+        written, skipped = draw_figures(args.dir, args.format, args.out)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("superpos.plots"):
             return _error("plotting is not available in this installation (no superpos.plots)")
         raise
-    outdir = Path(args.out) if args.out else Path(args.dir) / "plots"
-    written, skipped = plots.plot_run(run, outdir, args.format)
     if getattr(args, "quiet", False):
         return 0
     for path in written:
         print(path)
-    for item in skipped or ():
-        name, why = item if isinstance(item, (tuple, list)) and len(item) == 2 else (item, "")
-        print(f"superpos: skipped {name}" + (f": {why}" if why else ""), file=sys.stderr)
+    for line in skipped_lines(skipped, getattr(args, "verbose", False)):
+        print(line, file=sys.stderr)
     return 0
 
 

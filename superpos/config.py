@@ -10,6 +10,8 @@ import torch
 from .spec import require_int, require_real
 
 SCHEDULES = ("constant", "linear", "cosine")
+# The per-step constant table is (steps, 3) float32, built in float64: 2**24 steps is ~0.6 GB to build.
+MAX_STEPS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class TrainConfig:
     log_every: int = 100
 
     def __post_init__(self):
-        require_int("steps", self.steps, 1, 2**31 - 1)
+        require_int("steps", self.steps, 1, MAX_STEPS)
         require_int("batch_size", self.batch_size, 1, 2**24)
         require_real("lr", self.lr, 0, None)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else None

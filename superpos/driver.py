@@ -1,5 +1,9 @@
 """The sweep driver: a Sweep -> chunks -> trained, stored models. `superpos run` calls `run_sweep`.
 
+- Checkpoints: while a chunk trains, its state (superpos.checkpoint) is saved atomically every
+  `checkpoint_every` seconds (default CHECKPOINT_SECONDS); a rerun continues the chunk from it, bit for
+  bit, so a kill loses at most that much work. The checkpoint is removed once the chunk is finished.
+- Integrity: finished chunks whose files fail their checksums are retrained on resume (one line each).
 - Chunking: each group (one shape and TrainConfig) is cut into chunks that fit a memory budget
   (`chunk_budget`), and on the CPU also a work budget so that a chunk takes minutes, not hours (a kill
   loses at most one chunk). The plan is fixed when DIR is created and reused on resume.
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +50,10 @@ MAX_CHUNK_MODELS = 1 << 20
 # about 3e7 of them a second on the 2-core dev machine (n=2, m=1: ~1e4 model-steps/s at batch 1024), so
 # this is ~5 minutes of work there.
 CPU_WORK_BUDGET = 1e10
+CHECKPOINT_SECONDS = 180.0  # a kill loses at most about this much of a chunk's training
+# Disk bytes of one model's table row, twice (chunk file and models.parquet): the 1M-row table is
+# < 200 MB (tests/test_store.py::test_million_row_table_size), so 200 B is on the safe side.
+TABLE_BYTES_PER_MODEL = 2 * 200
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,6 +87,37 @@ def chunk_budget(group: Group, backend: str, device: torch.device) -> int:
     return int(max(1, min(cap, MAX_CHUNK_MODELS)))
 
 
+def disk_bytes(sweep: Sweep) -> int:
+    """Bytes a finished run of `sweep` takes on disk (an estimate, on the safe side)."""
+    total = 0
+    for grp in sweep.groups:
+        n, m = grp.spec.n_features, grp.spec.n_hidden
+        per_model = 4 * (m * n + n + len(grp.cfg.logged_steps())) + 8 + TABLE_BYTES_PER_MODEL
+        total += grp.n_models * per_model
+    return total
+
+
+def free_bytes(path) -> int:
+    """Free bytes on the filesystem that holds `path` (or would hold it: its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(sweep: Sweep, out) -> None:
+    need, free = disk_bytes(sweep), free_bytes(out)
+    if need > free:
+        raise ValueError(f"{out}: the run needs about {_size(need)} on disk, only {_size(free)} is free")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+
+
 def make_plan(sweep: Sweep, backend: str, device: torch.device, chunk_size: int | None = None) -> np.ndarray:
     if chunk_size is not None:
         return plan_chunks(sweep, lambda g: chunk_size)
@@ -93,35 +134,41 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
-def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, _depth=0):
+def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, resume=None, checkpoint=None,
+                    _depth=0):
     """`train`, but a population that runs out of memory is split in two and each half retried.
 
-    `progress(models_done)` receives the models' fraction of steps done, in model units.
+    `progress(model_steps)` receives the model-steps done since its last call (whole numbers; a failed
+    attempt's are taken back). `resume`/`checkpoint` as in `train`; after a split, the halves start from
+    their part of `resume` and offer no checkpoints (a checkpoint is of the whole population).
     Returns (W, b, loss_history, loss_steps, status, n_splits).
     """
     K = len(pop)
-    last = [0.0]
+    first = resume.step if resume is not None else 0
+    last = [K * first]
 
     def report(steps_done):
         if progress is not None:
-            done = K * steps_done / cfg.steps
-            progress(done - last[0])
-            last[0] = done
+            progress(K * steps_done - last[0])
+            last[0] = K * steps_done
 
     try:
-        res = train_fn(pop, cfg, backend=backend, device=device, progress=report)
+        res = train_fn(pop, cfg, backend=backend, device=device, progress=report, resume=resume,
+                       checkpoint=checkpoint)
         return res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0
     except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
         if not _is_oom(err) or K == 1:
             raise
-    if progress is not None and last[0]:
-        progress(-last[0])  # the failed attempt's progress is taken back
+    if progress is not None and last[0] > K * first:
+        progress(K * first - last[0])  # the failed attempt's progress is taken back
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     half = K // 2
     print(f"superpos: out of memory with {K} models; splitting into {half} + {K - half}", file=sys.stderr)
-    a = train_splitting(pop.select(slice(0, half)), cfg, backend, device, progress, train_fn, _depth + 1)
-    b = train_splitting(pop.select(slice(half, K)), cfg, backend, device, progress, train_fn, _depth + 1)
+    parts = [train_splitting(pop.select(sl), cfg, backend, device, progress, train_fn,
+                             resume.select(sl) if resume is not None else None, None, _depth + 1)
+             for sl in (slice(0, half), slice(half, K))]
+    a, b = parts
     return (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]), a[3],
             a[4] + b[4], 1 + a[5] + b[5])
 
@@ -203,7 +250,7 @@ class Dist:
 
 def pick_device(backend: str, device, dist: Dist) -> torch.device:
     if device is not None:
-        dev = torch.device(device)
+        dev = parse_device(device)
     elif backend == "triton" or (backend == "torch" and torch.cuda.is_available()):
         dev = torch.device("cuda", dist.local_rank % max(1, torch.cuda.device_count())) \
             if torch.cuda.is_available() else torch.device("cpu")
@@ -215,6 +262,17 @@ def pick_device(backend: str, device, dist: Dist) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError(f"device: {dev} asked for but CUDA is not available")
         torch.cuda.set_device(dev)
+    return dev
+
+
+def parse_device(device) -> torch.device:
+    """A torch device the driver can train on (cpu or cuda[:N]), or a ValueError naming the field."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
     return dev
 
 
@@ -236,33 +294,76 @@ def trained_chunks(store, todo) -> int:
 
 
 class _Progress:
-    def __init__(self, total, initial, quiet, desc):
+    """The run's bar: counts whole models, and estimates the time left from work done, not models done
+    (steps x batch x (n + m) per model, the cost CPU_WORK_BUDGET counts), so that groups of different
+    cost give an honest ETA. `start(...)` opens a chunk; the bar is then called with its model-steps."""
+
+    def __init__(self, total_work: int, done_work: int, total_models: int, done_models: int, quiet, desc):
         self.bar = None
-        if not quiet:
-            from tqdm import tqdm
+        self.total_models, self.models = total_models, done_models
+        self.cost = self.steps = 1
+        self.chunk_models = self.model_steps = 0
+        if quiet:
+            return
+        from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="model", file=sys.stderr, desc=desc,
-                            dynamic_ncols=True, smoothing=0.05, mininterval=0.5,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} models "
-                                       "[{elapsed}<{remaining}, {rate_fmt}]")
+        class Bar(tqdm):
+            models_text = f"{done_models}/{total_models} models"
 
-    def __call__(self, delta):
-        if self.bar is not None and delta:
-            self.bar.update(delta)
+            @property
+            def format_dict(self):
+                return {**super().format_dict, "models": self.models_text}
+
+        self.bar = Bar(total=total_work, initial=done_work, file=sys.stderr, desc=desc, dynamic_ncols=True,
+                       smoothing=0.1, mininterval=0.5,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {models} [{elapsed}<{remaining}]")
+        self._show()
+
+    def start(self, models: int, steps: int, cost: int, model_steps_done: int = 0):
+        """A chunk of `models`, each `steps` steps of `cost` work units; `model_steps_done` already done."""
+        self.chunk_models, self.steps, self.cost, self.model_steps = models, steps, cost, model_steps_done
+
+    def finish(self):
+        self.models += self.chunk_models
+        self.chunk_models = self.model_steps = 0
+        self._show()
+
+    def __call__(self, model_steps: int):
+        self.model_steps += model_steps
+        if self.bar is not None and model_steps:
+            self._show(refresh=False)
+            self.bar.update(model_steps * self.cost)
+
+    def _show(self, refresh=True):
+        if self.bar is not None:
+            done = self.models + self.model_steps // self.steps
+            self.bar.models_text = f"{done}/{self.total_models} models"
+            if refresh:
+                self.bar.refresh()
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
 
+def model_cost(group: Group) -> int:
+    """Work of one model-step of `group` in the bar's units."""
+    return group.cfg.batch_size * (group.spec.n_features + group.spec.n_hidden)
+
+
 def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chunk_size: int | None = None,
-              device=None, argv=None, train_fn=train) -> dict:
+              device=None, argv=None, train_fn=train, checkpoint_every: float = CHECKPOINT_SECONDS) -> dict:
     """Train every unfinished chunk of `sweep` into run directory `out`; returns a summary dict.
 
-    Raises ValueError / RunError (nothing written) for a bad spec, a locked DIR or a DIR of another spec.
+    checkpoint_every: seconds between checkpoints of a training chunk (0: at every chance; inf: never).
+    Raises ValueError / RunError (nothing written) for a bad spec, a locked DIR, a DIR of another spec or
+    a run larger than the free disk.
     """
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float)) \
+            or not checkpoint_every >= 0:  # NaN fails this too
+        raise ValueError(f"checkpoint_every must be a number of seconds in [0, inf], got {checkpoint_every!r}")
     backend = resolve_backend(backend)
     dist = Dist()
     dev = pick_device(backend, device, dist)
@@ -274,14 +375,18 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         error = None
         if dist.rank == 0:
             try:
-                store.check(sweep, backend)
+                if not store.check(sweep, backend):
+                    check_disk(sweep, out)  # before anything is created
                 lock = store.lock().acquire()
                 store.check(sweep, backend)  # again, under the lock
                 if not (store.dir / "spec.json").exists():
                     plan = make_plan(sweep, backend, dev, chunk_size)
-                    store.initialize(sweep, plan, _new_manifest(sweep, backend, dev, plan, chunk_size))
+                    store.initialize(sweep, plan, _new_manifest(sweep, backend, dev, plan, chunk_size), backend)
                 else:
                     store.initialize(sweep, None, None)
+                    if not store.read_manifest():  # deleted: start a new one (the backend is in plan.json)
+                        plan = store.read_plan()
+                        store.write_manifest(_new_manifest(sweep, backend, dev, plan, chunk_size))
                     if chunk_size is not None:
                         _warn_once("chunk", "--chunk-size is ignored when resuming (the plan is fixed)")
             except (ValueError, OSError) as e:
@@ -290,7 +395,7 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         if error is not None:
             raise RunError(error)
         dist.barrier()
-        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn)
+        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every)
     finally:
         if lock is not None:
             lock.release()
@@ -311,13 +416,73 @@ def _new_manifest(sweep, backend, dev, plan, chunk_size) -> dict:
     }
 
 
-def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict:
+def check_plan(sweep: Sweep, plan: np.ndarray, directory) -> None:
+    """RunError unless the plan's chunks tile the spec's models, each inside its group."""
+    starts = np.array([g.start for g in sweep.groups] + [sweep.n_models], dtype=np.int64)
+    ok = len(plan) and plan[0, 1] == 0 and plan[-1, 2] == sweep.n_models and (plan[1:, 1] == plan[:-1, 2]).all()
+    if ok:
+        g = plan[:, 0]
+        ok = ((g >= 0) & (g < sweep.n_groups)).all() and (plan[:, 1] < plan[:, 2]).all()
+        ok = ok and (plan[:, 1] >= starts[g]).all() and (plan[:, 2] <= starts[g + 1]).all()
+    if not ok:
+        raise RunError(f"{directory}: plan.json does not match the spec's {sweep.n_models} models; the directory "
+                       "is damaged (use another --out)")
+
+
+def verified_done_chunks(store, plan) -> set:
+    """The finished chunks whose files check out; damaged ones are discarded (to be trained again), and
+    with them the table of a run that was complete."""
+    done = set()
+    for i in sorted(store.done_chunks(len(plan))):
+        problem = store.chunk_problem(i, int(plan[i, 1]), int(plan[i, 2]))
+        if problem is None:
+            done.add(i)
+            store.remove_checkpoint(i)  # left behind by a kill between the chunk's last write and its removal
+            continue
+        store.discard_chunk(i)
+        store.discard_table()
+        print(f"superpos: chunk {i} is damaged ({problem}); training it again", file=sys.stderr)
+    return done
+
+
+class _Checkpointer:
+    """The `checkpoint` callback of one chunk: saves the offered state when `every` seconds have passed."""
+
+    def __init__(self, store, chunk, start, stop, every):
+        self.store, self.chunk, self.start, self.stop, self.every = store, chunk, start, stop, every
+        self.last = time.monotonic()
+        self.saved_step = None
+
+    def __call__(self, step, snapshot):
+        if time.monotonic() - self.last >= self.every:
+            self.store.write_checkpoint(self.chunk, snapshot(), self.start, self.stop)
+            self.saved_step = step
+            self.last = time.monotonic()
+
+
+def _set_status(store, record, status, run_status=None, **fields) -> None:
+    """Record how this invocation ended (`status`) and the run's state (`run_status`, default the same)
+    in the manifest (best effort: the disk may be what failed)."""
+    try:
+        manifest = store.read_manifest()
+        record.update(status=status, finished=now_iso(), **fields)
+        if manifest.get("runs"):
+            manifest["runs"][-1] = record
+        manifest["status"] = run_status or status
+        store.write_manifest(manifest, in_place_if_full=True)
+    except (OSError, ValueError) as err:
+        print(f"superpos: could not record status {status!r} in the manifest: {err}", file=sys.stderr)
+
+
+def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every) -> dict:
     t_start = time.perf_counter()
     plan = store.read_plan()
     n_chunks = len(plan)
-    if not n_chunks or plan[0, 1] != 0 or plan[-1, 2] != sweep.n_models or (plan[1:, 1] != plan[:-1, 2]).any():
-        raise RunError(f"{store.dir}: plan.json does not cover the spec's {sweep.n_models} models; the directory is damaged")
-    done = store.done_chunks(n_chunks)
+    check_plan(sweep, plan, store.dir)
+    done = verified_done_chunks(store, plan) if dist.rank == 0 else store.done_chunks(n_chunks)
+    dist.barrier()
+    if dist.rank != 0:
+        done = store.done_chunks(n_chunks)
     mine = [i for i in range(n_chunks) if i % dist.world_size == dist.rank]
     todo = [i for i in mine if i not in done]
     sizes = plan[:, 2] - plan[:, 1]
@@ -331,10 +496,16 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict
         if done and not quiet:
             print(f"superpos: resuming {store.dir}: {len(done)} of {n_chunks} chunks already done", file=sys.stderr)
 
-    own_total = int(sizes[mine].sum()) if mine else 0
-    own_done = int(sizes[[i for i in mine if i in done]].sum()) if done else 0
+    def group(i):
+        return sweep.groups[int(plan[i, 0])]
+
+    costs = {i: model_cost(group(i)) * group(i).cfg.steps for i in mine}
+    ckpt_steps = {i: store.checkpoint_step(i) for i in todo}
+    done_work = sum(int(sizes[i]) * costs[i] for i in mine if i in done)
+    done_work += sum(int(sizes[i]) * model_cost(group(i)) * ckpt_steps[i] for i in todo)
     desc = sweep.name if dist.world_size == 1 else f"{sweep.name} [rank {dist.rank}/{dist.world_size}]"
-    bar = _Progress(own_total, own_done, quiet or dist.rank != 0, desc)
+    bar = _Progress(sum(int(sizes[i]) * costs[i] for i in mine), done_work, int(sizes[mine].sum()) if mine else 0,
+                    sum(int(sizes[i]) for i in mine if i in done), quiet or dist.rank != 0, desc)
     _preload()  # one-time imports happen here, not inside the first chunk
     train_seconds = 0.0
     trained_models = 0
@@ -342,31 +513,37 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict
     t_loop = time.perf_counter()
     try:
         for i in todo:
-            group, start, stop = (int(x) for x in plan[i])
-            grp = sweep.groups[group]
+            g, start, stop = (int(x) for x in plan[i])
+            grp = sweep.groups[g]
             pop = sweep.population(start, stop)
+            resume = store.read_checkpoint(i, start, stop)
+            bar.start(stop - start, grp.cfg.steps, model_cost(grp), (stop - start) * (resume.step if resume else 0))
+            saver = _Checkpointer(store, i, start, stop, checkpoint_every)
             t1 = time.perf_counter()
-            W, b, hist, steps, status, splits = train_splitting(pop, grp.cfg, backend, dev, bar, train_fn)
+            W, b, hist, steps, status, splits = train_splitting(pop, grp.cfg, backend, dev, bar, train_fn,
+                                                                resume=resume, checkpoint=saver)
             t2 = time.perf_counter()
             rows = chunk_rows(sweep, i, start, stop, hist, status, W)
             tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
                        "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
                        "model_id": torch.arange(start, stop, dtype=torch.int64)}
-            info = {"chunk": i, "group": group, "models": stop - start, "rank": dist.rank, "device": str(dev),
-                    "host": record["host"], "backend": backend, "train_seconds": t2 - t1,
+            info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
+                    "device": str(dev), "host": record["host"], "backend": backend, "train_seconds": t2 - t1,
+                    "resumed_from_step": resume.step if resume is not None else 0,
                     "oom_splits": splits, "finished": now_iso()}
             store.write_chunk(i, tensors, rows, info)
+            bar.finish()
             train_seconds += t2 - t1
             trained_models += stop - start
             for s in status:
                 counts[s] = counts.get(s, 0) + 1
     except KeyboardInterrupt:
         if dist.rank == 0:
-            manifest = store.read_manifest()
-            record.update(status="interrupted", finished=now_iso(), chunks_trained=trained_chunks(store, todo))
-            manifest["runs"][-1] = record
-            manifest["status"] = "incomplete"
-            store.write_manifest(manifest)
+            _set_status(store, record, "interrupted", "incomplete", chunks_trained=trained_chunks(store, todo))
+        raise
+    except BaseException as err:  # no space, out of memory, a device error...: the manifest says so
+        _set_status(store, record, "failed", chunks_trained=trained_chunks(store, todo),
+                    error=f"{type(err).__name__}: {' '.join(str(err).split())[:500]}")
         raise
     finally:
         bar.close()
@@ -381,8 +558,7 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict
     if dist.rank == 0:
         complete = len(store.done_chunks(n_chunks)) == n_chunks
         t_asm = time.perf_counter()
-        if complete:
-            store.assemble(n_chunks)
+        table_sha = store.assemble(n_chunks) if complete else None
         t_end = time.perf_counter()
         infos = store.chunk_infos(n_chunks)
         manifest = store.read_manifest()
@@ -392,6 +568,8 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict
                       overhead_fraction=summary["overhead_fraction"], assemble_seconds=t_end - t_asm)
         manifest["runs"][-1] = record
         manifest["status"] = "complete" if complete else "incomplete"
+        if table_sha is not None:
+            manifest["table_sha256"] = table_sha
         manifest["timings"] = {
             "train_seconds_all_chunks": sum(x.get("train_seconds", 0.0) for x in infos),
             "wall_seconds_all_runs": sum(r.get("wall_seconds", 0.0) for r in manifest["runs"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .checkpoint import TENSORS, TrainCheckpoint
 from .config import TrainConfig, TrainResult
 from .spec import Population, sample_batch
 
@@ -42,30 +43,48 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, consts, betas, eps):
         p.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
 
 
-def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None) -> TrainResult:
-    """Train every model of `pop` with the reference path; `progress(steps_done)` is called as it goes."""
+def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, resume=None,
+                checkpoint=None) -> TrainResult:
+    """Train every model of `pop` with the reference path; `progress(steps_done)` is called as it goes.
+
+    resume: a TrainCheckpoint to continue from; checkpoint(step, snapshot): called at each progress point,
+    `snapshot()` returns the TrainCheckpoint of that moment (see superpos.checkpoint).
+    """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    W = pop.W.to(device).clone()
-    b = pop.b.to(device).clone()
+    W, b, state, history, start = _initial_state(pop, cfg, resume, device)
     imp = pop.importance.to(device)
     relu = pop.spec.activation == "relu"
-    state = [torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(W), torch.zeros_like(b)]
     consts = cfg.adamw_constants().tolist()
     logged = cfg.logged_steps()
     log_index = {int(s): j for j, s in enumerate(logged)}
-    history = torch.full((len(pop), len(logged)), float("nan"), dtype=torch.float32)
     report_every = max(1, cfg.steps // 100)
-    for t in range(cfg.steps):
+    for t in range(start, cfg.steps):
         x = sample_batch(pop, t, cfg.batch_size, device=device)
         loss, dW, db = forward_backward(W, b, x, imp, relu)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()
         adamw_step((W, b), (dW, db), state[:2], state[2:], consts[t], cfg.betas, cfg.eps)
-        if progress is not None and ((t + 1) % report_every == 0 or t + 1 == cfg.steps):
-            progress(t + 1)
+        if (t + 1) % report_every == 0 or t + 1 == cfg.steps:
+            if progress is not None:
+                progress(t + 1)
+            if checkpoint is not None and t + 1 < cfg.steps:
+                checkpoint(t + 1, lambda: TrainCheckpoint(t + 1, *(x.cpu().clone() for x in (W, b, *state)),
+                                                          history.clone()))
     W, b = W.cpu(), b.cpu()
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
                        status=model_status(W, b, history), backend="torch")
+
+
+def _initial_state(pop: Population, cfg: TrainConfig, resume, device):
+    """(W, b, [mW, mb, vW, vb], loss history, first step): from the init, or from a TrainCheckpoint."""
+    if resume is None:
+        W, b = pop.W.to(device).clone(), pop.b.to(device).clone()
+        state = [torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(W), torch.zeros_like(b)]
+        history = torch.full((len(pop), len(cfg.logged_steps())), float("nan"), dtype=torch.float32)
+        return W, b, state, history, 0
+    resume.check(pop, cfg)
+    W, b, mW, mb, vW, vb = (getattr(resume, k).to(device).clone() for k in TENSORS[:6])
+    return W, b, [mW, mb, vW, vb], resume.loss_history.clone().cpu(), resume.step
 
 
 def model_status(W, b, history) -> list:

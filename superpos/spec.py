@@ -11,6 +11,11 @@ from . import rng
 
 ACTIVATIONS = ("relu", "linear")
 MAX_SEED = 2**63 - 1
+# Size bounds, checked before anything is allocated: one model's W at most 2**28 floats (1 GiB).
+MAX_FEATURES = 1 << 20
+MAX_HIDDEN = 1 << 16
+MAX_WEIGHTS = 1 << 28
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _is_int(x) -> bool:
@@ -35,7 +40,9 @@ def require_real(name: str, value, lo=None, hi=None, lo_open=False, hi_open=Fals
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if too_low or too_high:
-        interval = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
+        left = "(" if lo_open or lo is None else "["  # inf itself is refused above: (-inf, ...) and [..., inf)
+        right = ")" if hi_open or hi is None else "]"
+        interval = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
         raise ValueError(f"{name} must be in {interval}, got {value}")
     return float(value)
 
@@ -49,8 +56,11 @@ class ModelSpec:
     activation: str = "relu"
 
     def __post_init__(self):
-        require_int("n_features", self.n_features, 1)
-        require_int("n_hidden", self.n_hidden, 1)
+        require_int("n_features", self.n_features, 1, MAX_FEATURES)
+        require_int("n_hidden", self.n_hidden, 1, MAX_HIDDEN)
+        if self.n_features * self.n_hidden > MAX_WEIGHTS:
+            raise ValueError(f"n_features * n_hidden must be <= 2**28 (a 1 GiB W per model), got "
+                             f"{self.n_features} * {self.n_hidden}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
@@ -65,9 +75,14 @@ class ModelSpec:
 
 def _as_float_array(name: str, value) -> np.ndarray:
     try:
+        kind = np.asarray(value).dtype.kind
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+        kind = None
+    if kind not in ("i", "u", "f"):  # strings ("0.5"), booleans and objects are not numbers
+        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
     if arr.ndim > 2:
         raise ValueError(f"{name} must be a scalar, a 1-D or a 2-D array, got shape {arr.shape}")
     if np.isnan(arr).any():
@@ -102,6 +117,8 @@ class Population:
         seeds = np.asarray(seed, dtype=object)
         if seeds.ndim > 1:
             raise ValueError(f"seed must be an integer or a 1-D list of integers, got shape {seeds.shape}")
+        if seeds.size == 0:
+            raise ValueError("seed must not be empty (an integer, or one integer per model)")
         for s in seeds.reshape(-1):
             if not _is_int(s) or not 0 <= s <= MAX_SEED:
                 raise ValueError(f"seed must be integers in [0, 2**63), got {s!r}")
@@ -127,8 +144,9 @@ class Population:
         imp = np.broadcast_to(imp, (K, n))
         if not ((p > 0) & (p <= 1)).all():
             raise ValueError(f"feature_probability must be in (0, 1], got {p[~((p > 0) & (p <= 1))][0]}")
-        if not (np.isfinite(imp) & (imp >= 0)).all():
-            raise ValueError(f"importance must be finite and >= 0, got {imp[~(np.isfinite(imp) & (imp >= 0))][0]}")
+        good = np.isfinite(imp) & (imp >= 0) & (imp <= FLOAT32_MAX)  # stored as float32: 1e39 would be inf
+        if not good.all():
+            raise ValueError(f"importance must be in [0, {FLOAT32_MAX:.4g}] (finite in float32), got {imp[~good][0]}")
         if seeds.ndim == 0:
             seeds = np.arange(K, dtype=object) + int(seeds)
             if int(seeds[-1]) > MAX_SEED:

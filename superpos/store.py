@@ -8,11 +8,17 @@ Layout of a run directory DIR
     DIR/manifest.json        versions, device, git commit, backend, one record per invocation, timings, status
     DIR/chunks/cNNNNNN.safetensors   W (k,m,n) f32, b (k,n) f32, loss_history (k,L) f32, loss_steps (L,) i64,
                                      model_id (k,) i64 of chunk NNNNNN
-    DIR/chunks/cNNNNNN.json          where and how fast the chunk was trained (not part of the results)
+    DIR/chunks/cNNNNNN.json          where and how fast the chunk was trained (not part of the results),
+                                     its model range and the sha256 of its safetensors and parquet files
+    DIR/chunks/cNNNNNN.ckpt          the training state of an unfinished chunk (superpos.checkpoint),
+                                     rewritten every few minutes, removed when the chunk is finished
     DIR/chunks/cNNNNNN.parquet       the chunk's rows of the per-model table; written last: a chunk is
                                      finished exactly when this file exists
     DIR/models.parquet       the per-model table, all chunks, sorted by model_id (written once all are done)
     DIR/.lock                held (flock) by the process that runs into DIR; the kernel releases it on kill -9
+
+Integrity: resume and `load_run` check every finished chunk's files against the sha256 in its json; a
+damaged chunk is retrained on resume and named by `load_run`. The table's sha256 is in the manifest.
 
 Every file is written to a temporary name in the same directory, fsynced, then renamed over its final
 name (os.replace), so a killed run never leaves a half-written file under a final name. Result files
@@ -33,6 +39,8 @@ losses, config.FINAL_LOSS_WINDOW), status ("ok" | "diverged"); and the columns o
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import hashlib
 import io
 import json
 import os
@@ -72,11 +80,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same directory and os.replace."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a half-written temporary must not hold the space a full disk needs for the status
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write_json(path, obj, canonical: bool = False) -> None:
@@ -242,28 +257,53 @@ class RunStore:
             if foreign:
                 raise RunError(f"{d}: exists and is not a superpos run directory (holds {foreign[0]!r}); "
                                "choose an empty or new --out")
+            if self.has_chunk_files():  # a plan.json alone is a creation cut short: safe to plan again
+                raise RunError(f"{d}: holds chunks but no {SPEC_FILE} (the directory is damaged); restore "
+                               f"{SPEC_FILE} or use another --out")
             return False
         old = json.loads(spec_path.read_text())
         new = json.loads(sweep.to_json())
         if old != new:
             raise RunError(f"{d}: holds a run of a different spec ({_first_difference(old, new)}); "
                            "use another --out, or the same spec file and flags (--quick) to resume")
-        manifest = self.read_manifest()
-        if manifest and manifest.get("backend") not in (None, backend):
-            raise RunError(f"{d}: was started with backend {manifest['backend']!r}; resume it with "
-                           f"--backend {manifest['backend']} (results of different backends are not bit-identical)")
+        started = self.started_backend()
+        if started not in (None, backend):
+            raise RunError(f"{d}: was started with backend {started!r}; resume it with "
+                           f"--backend {started} (results of different backends are not bit-identical)")
         return True
 
+    def started_backend(self) -> str | None:
+        """The backend DIR was started with: the manifest's, else plan.json's, else a finished chunk's."""
+        backend = self.read_manifest().get("backend")
+        if backend is None and (self.dir / PLAN_FILE).exists():
+            backend = json.loads((self.dir / PLAN_FILE).read_text()).get("backend")
+        if backend is None and self.chunk_dir.is_dir():
+            for p in sorted(self.chunk_dir.glob("c*.json")):
+                try:
+                    backend = json.loads(p.read_text()).get("backend")
+                except (OSError, ValueError):
+                    continue
+                if backend is not None:
+                    break
+        return backend
+
+    def has_chunk_files(self) -> bool:
+        return self.chunk_dir.is_dir() and any(p.name.startswith("c") for p in self.chunk_dir.iterdir())
+
     # -- creation ---------------------------------------------------------------------------------
-    def initialize(self, sweep: Sweep, plan: np.ndarray, manifest: dict) -> None:
-        """Create DIR's fixed files (spec, plan, manifest) unless they are there. Caller holds the lock."""
+    def initialize(self, sweep: Sweep, plan: np.ndarray, manifest: dict, backend: str | None = None) -> None:
+        """Create DIR's fixed files (spec, plan, manifest) unless they are there. Caller holds the lock.
+
+        The backend is also kept in plan.json, so that a deleted manifest does not drop the backend guard.
+        """
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         self.clean_temporaries()
         if (self.dir / SPEC_FILE).exists():
             return
         if sweep.source_text is not None:
             atomic_write_bytes(self.dir / SOURCE_FILE, sweep.source_text.encode())
-        atomic_write_json(self.dir / PLAN_FILE, {"chunks": plan.tolist()}, canonical=True)
+        plan_json = {"chunks": plan.tolist(), **({"backend": backend} if backend is not None else {})}
+        atomic_write_json(self.dir / PLAN_FILE, plan_json, canonical=True)
         atomic_write_json(self.dir / MANIFEST_FILE, manifest)
         atomic_write_bytes(self.dir / SPEC_FILE, (sweep.to_json() + "\n").encode())  # last: DIR is a run
 
@@ -292,8 +332,20 @@ class RunStore:
         p = self.dir / MANIFEST_FILE
         return json.loads(p.read_text()) if p.exists() else {}
 
-    def write_manifest(self, manifest: dict) -> None:
-        atomic_write_json(self.dir / MANIFEST_FILE, manifest)
+    def write_manifest(self, manifest: dict, in_place_if_full: bool = False) -> None:
+        """Atomically; on a full disk (`in_place_if_full`) by overwriting the old file, whose space is
+        freed first, so that a run's final status still gets recorded."""
+        try:
+            atomic_write_json(self.dir / MANIFEST_FILE, manifest)
+        except OSError as err:
+            if not (in_place_if_full and err.errno == errno.ENOSPC):
+                raise
+            text = json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n"
+            with open(self.dir / MANIFEST_FILE, "r+b") as f:
+                f.truncate(0)
+                f.write(text.encode())
+                f.flush()
+                os.fsync(f.fileno())
 
     # -- chunks -----------------------------------------------------------------------------------
     def chunk_path(self, i: int, suffix: str) -> Path:
@@ -309,18 +361,109 @@ class RunStore:
         return {i for i in range(n_chunks) if self.chunk_path(i, "parquet").name in names}
 
     def write_chunk(self, i: int, tensors: dict, rows, info: dict) -> None:
-        """Tensors (safetensors), then info (json), then rows (parquet, the completion mark)."""
+        """Tensors (safetensors), then info with both files' sha256 (json), then rows (parquet, the
+        completion mark); then the chunk's checkpoint, no longer needed, is removed."""
         from safetensors.torch import save
 
         tensors = {k: v.contiguous() for k, v in tensors.items()}
-        atomic_write_bytes(self.chunk_path(i, "safetensors"), save(tensors, metadata={"chunk": str(i)}))
+        weights, table = save(tensors, metadata={"chunk": str(i)}), table_bytes(rows)
+        info = {**info, "sha256": {"safetensors": sha256(weights), "parquet": sha256(table)}}
+        atomic_write_bytes(self.chunk_path(i, "safetensors"), weights)
         atomic_write_json(self.chunk_path(i, "json"), info)
-        atomic_write_bytes(self.chunk_path(i, "parquet"), table_bytes(rows))
+        atomic_write_bytes(self.chunk_path(i, "parquet"), table)
+        self.remove_checkpoint(i)
+
+    def chunk_problem(self, i: int, start: int, stop: int) -> str | None:
+        """Why finished chunk i (models [start, stop)) cannot be trusted, or None when its files check out.
+
+        Chunks written before checksums were recorded are trusted when their files are there.
+        """
+        try:
+            info = json.loads(self.chunk_path(i, "json").read_text())
+        except FileNotFoundError:
+            return f"{self.chunk_path(i, 'json').name} is missing"
+        except ValueError:
+            return f"{self.chunk_path(i, 'json').name} is not valid JSON"
+        if "start" in info and (info["start"], info["stop"]) != (start, stop):
+            return f"holds models [{info['start']}, {info['stop']}) but the plan says [{start}, {stop})"
+        for suffix, expected in (info.get("sha256") or {}).items():
+            path = self.chunk_path(i, suffix)
+            try:
+                actual = sha256(path.read_bytes())
+            except FileNotFoundError:
+                return f"{path.name} is missing"
+            if actual != expected:
+                return f"{path.name} does not match its checksum (damaged or edited)"
+        if not self.chunk_path(i, "safetensors").exists():
+            return f"{self.chunk_path(i, 'safetensors').name} is missing"
+        return None
+
+    def discard_chunk(self, i: int) -> None:
+        """Forget chunk i (its completion mark first), so that it is trained again."""
+        for suffix in ("parquet", "json", "safetensors"):
+            try:
+                self.chunk_path(i, suffix).unlink()
+            except FileNotFoundError:
+                pass
+
+    def discard_table(self) -> None:
+        try:
+            (self.dir / TABLE_FILE).unlink()
+        except FileNotFoundError:
+            pass
 
     def read_chunk_tensors(self, i: int) -> dict:
         from safetensors.torch import load_file
 
         return load_file(str(self.chunk_path(i, "safetensors")))
+
+    # -- checkpoints of unfinished chunks ---------------------------------------------------------
+    def write_checkpoint(self, i: int, ckpt, start: int, stop: int) -> None:
+        from safetensors.torch import save
+
+        meta = {"chunk": str(i), "start": str(start), "stop": str(stop), "step": str(ckpt.step),
+                "sha256": _tensors_sha256(ckpt.to_tensors())}
+        atomic_write_bytes(self.chunk_path(i, "ckpt"), save(ckpt.to_tensors(), metadata=meta))
+
+    def read_checkpoint(self, i: int, start: int, stop: int):
+        """The saved TrainCheckpoint of chunk i, or None (none saved, or not of these models: removed)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        from .checkpoint import TrainCheckpoint
+
+        path = self.chunk_path(i, "ckpt")
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            meta = _safetensors_metadata(data)
+            if (int(meta["start"]), int(meta["stop"])) != (start, stop):
+                raise ValueError("other models")
+            tensors = load(data)
+            if _tensors_sha256(tensors) != meta["sha256"]:
+                raise ValueError("checksum")
+            return TrainCheckpoint.from_tensors(int(meta["step"]), tensors)
+        except (SafetensorError, ValueError, KeyError):
+            self.remove_checkpoint(i)
+            return None
+
+    def checkpoint_step(self, i: int) -> int:
+        """The step chunk i's checkpoint was saved at (0 when there is none or it is unreadable)."""
+        try:
+            with open(self.chunk_path(i, "ckpt"), "rb") as f:
+                head = f.read(8)
+                size = int.from_bytes(head, "little") if len(head) == 8 else 0
+                return int(_safetensors_metadata(head + f.read(min(size, 1 << 20)))["step"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def remove_checkpoint(self, i: int) -> None:
+        try:
+            self.chunk_path(i, "ckpt").unlink()
+        except FileNotFoundError:
+            pass
 
     def chunk_infos(self, n_chunks: int) -> list:
         out = []
@@ -330,8 +473,8 @@ class RunStore:
                 out.append(json.loads(p.read_text()))
         return out
 
-    def assemble(self, n_chunks: int) -> int:
-        """Write models.parquet from every chunk's rows (sorted by model_id); returns the row count."""
+    def assemble(self, n_chunks: int) -> str:
+        """Write models.parquet from every chunk's rows (sorted by model_id); returns its sha256."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -342,7 +485,29 @@ class RunStore:
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         atomic_write_bytes(self.dir / TABLE_FILE, buf.getvalue())
-        return table.num_rows
+        return sha256(buf.getvalue())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensors_sha256(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _safetensors_metadata(data: bytes) -> dict:
+    """The __metadata__ of a safetensors file's bytes (its header: 8-byte length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError("truncated safetensors header")
+    return json.loads(data[8:8 + size]).get("__metadata__", {})
 
 
 def _first_difference(old, new, path="") -> str:
@@ -378,11 +543,25 @@ class Run:
         self.plan = self.store.read_plan()
         self._starts = self.plan[:, 1]
         self.complete = (self.dir / TABLE_FILE).exists()
+        self._verify()
         self.table = self._read_table()
         self._cache = {}
 
     def __repr__(self):
         return f"Run({self.name!r}, {len(self.table)}/{self.sweep.n_models} models, dir={str(self.dir)!r})"
+
+    def _verify(self):
+        """ValueError naming the first finished chunk (or table) whose files fail their checksums."""
+        for i in sorted(self.store.done_chunks(len(self.plan))):
+            _, start, stop = (int(x) for x in self.plan[i])
+            problem = self.store.chunk_problem(i, start, stop)
+            if problem:
+                raise ValueError(f"{self.dir}: chunk {i} is damaged ({problem}); rerun `superpos run` on this "
+                                 "directory to train it again")
+        expected = self.manifest.get("table_sha256")
+        if self.complete and expected and sha256((self.dir / TABLE_FILE).read_bytes()) != expected:
+            raise ValueError(f"{self.dir}: {TABLE_FILE} does not match its checksum (damaged or edited); rerun "
+                             "`superpos run` on this directory to rebuild it")
 
     def _read_table(self):
         import pandas as pd
@@ -401,7 +580,10 @@ class Run:
         return t.sort_by("model_id").to_pandas()
 
     def _locate(self, model_ids):
-        ids = np.asarray(model_ids, dtype=np.int64).reshape(-1)
+        given = np.asarray(model_ids).reshape(-1)
+        if given.size and not (np.issubdtype(given.dtype, np.integer) and given.dtype != np.bool_):
+            raise ValueError(f"model_ids must be integers, got {model_ids!r}")
+        ids = given.astype(np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.sweep.n_models):
             raise ValueError(f"model_ids must be in [0, {self.sweep.n_models})")
         chunk = np.searchsorted(self._starts, ids, side="right") - 1
@@ -413,8 +595,21 @@ class Run:
                 raise ValueError(f"{self.dir}: chunk {i} is not finished (resume the run first)")
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[i] = self.store.read_chunk_tensors(i)
+            self._cache[i] = self._checked_finite(i, self.store.read_chunk_tensors(i))
         return self._cache[i]
+
+    def _checked_finite(self, i, tensors):
+        """A model stored with status "ok" has finite weights (a second line of defence after the checksum)."""
+        import torch
+
+        rows = self.table[self.table["model_id"].between(int(self.plan[i, 1]), int(self.plan[i, 2]) - 1)]
+        ok = torch.tensor((rows["status"] == "ok").to_numpy() if "status" in rows else [], dtype=torch.bool)
+        if ok.numel() == len(tensors["W"]):
+            finite = torch.isfinite(tensors["W"]).flatten(1).all(1) & torch.isfinite(tensors["b"]).all(1)
+            if not finite[ok].all():
+                raise ValueError(f"{self.dir}: chunk {i} is damaged (a model marked ok has non-finite weights); "
+                                 "rerun `superpos run` on this directory to train it again")
+        return tensors
 
     def _gather(self, model_ids, key):
         import torch

@@ -1,58 +1,7 @@
 """Sweep specs: a TOML file -> a grid of models, grouped by shape and training config, cut into chunks.
 
-Spec format
------------
-```toml
-name = "phase_n2m1"                  # required: the experiment's name
-description = "..."                  # optional
-
-[model]                              # single values: n_features, n_hidden, activation ("relu" | "linear")
-n_features = 2
-n_hidden = 1
-
-[train]                              # single values of any TrainConfig field (omitted -> TrainConfig's default)
-steps = 10000
-batch_size = 1024
-
-[sweep]                              # the axes; every combination is a grid point
-feature_probability = { logspace = [0, -2, 20] }   # 10**linspace(0, -2, 20)
-relative_importance = { logspace = [-1, 1, 20] }   # importance (1, ..., 1, r)
-seeds = 10                           # models per grid point (or an explicit list of seeds)
-
-[quick]                              # --quick: replaces keys of [model], [train], [sweep]
-train = { steps = 500 }
-sweep = { feature_probability = { logspace = [0, -2, 5] }, seeds = 2 }
-```
-A key in [quick.X] replaces that key wherever the base spec set it (``quick.sweep.lr`` replaces
-``train.lr``; any importance key replaces the base's importance key). Both forms are validated whichever
-runs; an error only the quick form has is reported as ``quick.<key>: ...``.
-
-An axis value is a scalar, a list, or a range form: ``{ linspace = [a, b, num] }``,
-``{ logspace = [a, b, num], base = 10 }`` (``base**linspace(a, b, num)``), ``{ geomspace = [a, b, num] }``
-or, for integer keys, ``{ range = [start, stop, step] }`` (Python's range, stop excluded).
-Any [model] or [train] key may be swept by putting it in [sweep] instead (``lr = [1e-3, 3e-3]``,
-``activation = ["linear", "relu"]``, ``betas = [[0.9, 0.999], [0.9, 0.99]]``); a key may not be in both.
-
-The data axes live in [sweep]:
-- ``feature_probability``: a scalar, a list of densities, or a list of lists (each inner list one
-  per-feature vector of length n_features) - or a mixture of the two. Values in (0, 1].
-- importance, at most one of: ``importance`` (a scalar for every feature, a list = ONE per-feature vector,
-  a list of lists = an axis of vectors), ``importance_decay`` (axis of r: I_i = r**i, i = 0..n-1) or
-  ``relative_importance`` (axis of r: I = (1, ..., 1, r), the phase diagrams). Default: importance 1.
-- ``seeds``: models per grid point (default 1), or a list of explicit seeds used at every point;
-  ``base_seed`` (default 0).
-
-Grid order and model ids
-------------------------
-Axes are nested in a fixed canonical order, outermost first: n_features, n_hidden, activation, the
-TrainConfig fields in their declared order, feature_probability, the importance axis, and the seed
-index innermost. ``model_id`` is a model's position in that order (0-based), ``point_id`` its grid
-point (``model_id // seeds``), ``seed_index`` its position among the point's seeds. Since the
-shape/training axes are outermost, the models sharing a shape and TrainConfig (a *group*) form one
-contiguous id range; chunks are contiguous slices of a group.
-
-Seed rule: ``seed = base_seed + model_id`` (so every model of a sweep has its own seed: its own init and
-its own data stream), or ``seed = seeds[seed_index]`` when ``seeds`` is an explicit list.
+The spec format (sections, axes, range forms, [quick], grid order, model ids and the seed rule) is
+documented in docs/spec-format.md.
 
 Nothing here is per model until asked: the grid of a million models is a few small arrays, and
 `Sweep.population(start, stop)` / `Sweep.rows(start, stop)` build one chunk at a time.
@@ -63,13 +12,14 @@ import copy
 import json
 import math
 import numbers
+import os
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
-from .spec import MAX_SEED, ModelSpec, Population
+from .spec import FLOAT32_MAX, MAX_SEED, ModelSpec, Population
 
 try:
     import tomllib
@@ -85,6 +35,7 @@ DATA_KEYS = ("feature_probability",) + IMPORTANCE_KEYS
 SWEEP_KEYS = GROUP_KEYS + DATA_KEYS + ("seeds", "base_seed")
 TOP_KEYS = ("name", "description", "model", "train", "sweep", "quick")
 RANGE_FORMS = ("linspace", "logspace", "geomspace", "range")
+MAX_MODELS = 1 << 32  # models in one sweep (a run directory); checked before anything is built
 
 
 def _kind(cls, name) -> str:
@@ -109,8 +60,8 @@ def _type_name(x) -> str:
 # --------------------------------------------------------------------------------------------------
 def _scalar(path: str, kind: str, value):
     """One value of a model/train key, type-checked (range checks are left to ModelSpec/TrainConfig)."""
-    if kind == "int":
-        if _is_number(value) and float(value).is_integer() and abs(value) < 2**63:
+    if kind == "int":  # 5.0 is refused, as ModelSpec / TrainConfig refuse it
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
         raise ValueError(f"{path}: must be an integer, got {_type_name(value)} {value!r}")
     if kind == "float":
@@ -146,14 +97,16 @@ def _range_form(path: str, form: dict, integer: bool) -> list:
             raise ValueError(f"{path}.range: must be [start, stop] or [start, stop, step] integers, got {args!r}")
         if len(args) == 3 and args[2] == 0:
             raise ValueError(f"{path}.range: step must not be 0")
+        if len(range(*args)) > MAX_MODELS:
+            raise ValueError(f"{path}.range: gives {len(range(*args)):.3g} values, more than a run may hold (2**32)")
         values = list(range(*args))
     else:
         if not (isinstance(args, list) and len(args) == 3 and all(_is_number(a) for a in args[:2])
                 and isinstance(args[2], int) and not isinstance(args[2], bool)):
             raise ValueError(f"{path}.{f}: must be [start, stop, num] with an integer num, got {args!r}")
         a, b, num = args
-        if num < 1:
-            raise ValueError(f"{path}.{f}: num must be >= 1, got {num}")
+        if not 1 <= num <= MAX_MODELS:
+            raise ValueError(f"{path}.{f}: num must be in [1, 2**32], got {num}")
         if f == "linspace":
             arr = np.linspace(a, b, num)
         elif f == "logspace":
@@ -216,9 +169,11 @@ def _check_finite(path, values, lo, lo_open, what):
     for i, v in enumerate(values):
         vs = v if isinstance(v, list) else [v]
         for x in vs:
-            if not math.isfinite(x) or (x <= lo if lo_open else x < lo) or (what == "probability" and x > 1):
+            too_big = x > 1 if what == "probability" else x > FLOAT32_MAX  # importances are float32
+            if not math.isfinite(x) or (x <= lo if lo_open else x < lo) or too_big:
                 where = f"{path}[{i}]" if len(values) > 1 else path
-                allowed = "in (0, 1]" if what == "probability" else (f"> {lo}" if lo_open else f">= {lo}") + " and finite"
+                allowed = "in (0, 1]" if what == "probability" else (f"> {lo}" if lo_open else f">= {lo}") + \
+                    f" and finite (at most {FLOAT32_MAX:.4g}, float32)"
                 raise ValueError(f"{where}: must be {allowed}, got {x!r}")
 
 
@@ -426,6 +381,9 @@ def resolve(raw: dict, quick: bool = False) -> dict:
         "seeds": n_seeds, "seed_list": seed_list, "base_seed": base_seed,
     }
     n_models = math.prod(len(v) for v in resolved["sweep"].values()) * n_seeds
+    if n_models > MAX_MODELS:
+        raise ValueError(f"sweep: the grid has {n_models:.3g} models; a run holds at most 2**32 "
+                         f"({math.prod(len(v) for v in resolved['sweep'].values())} points x {n_seeds} seeds)")
     if seed_list is None and base_seed + n_models - 1 > MAX_SEED:
         raise ValueError(f"sweep.base_seed: base_seed + model index must stay below 2**63 ({n_models} models)")
     return resolved
@@ -446,21 +404,33 @@ def load_spec(path, quick: bool = False) -> "Sweep":
     """Read a TOML spec file and return its Sweep (ValueError naming the key on any problem)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"spec file not found: {path}") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a spec file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); a spec is a UTF-8 TOML file") from None
     return parse_spec(text, quick=quick, source=str(path))
 
 
-def parse_spec(text: str, quick: bool = False, source: str = "spec") -> "Sweep":
+def parse_spec(spec, quick: bool = False, source: str = "spec") -> "Sweep":
+    """A Sweep from a spec given as TOML text, a path to a TOML file, or a dict (as TOML would parse).
+
+    A str without a newline and without '=' is taken as a path.
+    """
+    if isinstance(spec, dict):
+        return Sweep(resolve(copy.deepcopy(spec), quick=quick))
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec and "=" not in spec):
+        return load_spec(spec, quick=quick)
+    if not isinstance(spec, str):
+        raise ValueError(f"spec must be a path, TOML text or a dict, got {type(spec).__name__}")
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(spec)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{source}: invalid TOML: {e}") from None
     sweep = Sweep(resolve(raw, quick=quick))
-    sweep.source_text = text
+    sweep.source_text = spec
     return sweep
 
 

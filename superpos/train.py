@@ -1,8 +1,11 @@
 """`train`: pick a backend and train a population."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from .checkpoint import TrainCheckpoint
 from .config import TrainConfig, TrainResult
 from .spec import Population
 
@@ -25,22 +28,59 @@ def resolve_backend(backend: str) -> str:
 
 
 def train(pop: Population, cfg: TrainConfig | None = None, backend: str = "auto", device=None,
-          progress=None, **kernel_options) -> TrainResult:
+          progress=None, resume=None, checkpoint=None, **kernel_options) -> TrainResult:
     """Train every model of `pop`; returns final W, b, loss history and per-model status.
 
     backend: "torch" (reference, CPU or CUDA), "triton" (fused kernels; CUDA, or the CPU interpreter
-    when TRITON_INTERPRET=1) or "auto". `progress(steps_done)` is called between chunks of steps.
+    when TRITON_INTERPRET=1) or "auto".
+    progress: True shows a progress bar (tqdm.auto: a widget in Jupyter, text in a terminal); a callable
+    is called as `progress(steps_done)` between chunks of steps; None/False: silent.
+    resume: a superpos.checkpoint.TrainCheckpoint to continue from (bit-identical to not stopping).
+    checkpoint: `checkpoint(step, snapshot)` is called between chunks of steps; `snapshot()` returns the
+    TrainCheckpoint of that moment.
     """
     if not isinstance(pop, Population):
         raise ValueError(f"pop must be a Population, got {type(pop).__name__}")
     cfg = cfg if cfg is not None else TrainConfig()
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if resume is not None and not isinstance(resume, TrainCheckpoint):
+        raise ValueError(f"resume must be a TrainCheckpoint, got {type(resume).__name__}")
     backend = resolve_backend(backend)
-    if backend == "torch":
-        if kernel_options:
-            raise ValueError(f"options {sorted(kernel_options)} apply to the triton backend only")
-        from .reference import train_torch
-        return train_torch(pop, cfg, device=device, progress=progress)
-    from .triton_backend import train_triton
-    return train_triton(pop, cfg, device=device, progress=progress, **kernel_options)
+    if backend == "torch" and kernel_options:
+        raise ValueError(f"options {sorted(kernel_options)} apply to the triton backend only")
+    with _progress_bar(progress, cfg, resume, len(pop)) as report:
+        if backend == "torch":
+            from .reference import train_torch
+            return train_torch(pop, cfg, device=device, progress=report, resume=resume, checkpoint=checkpoint)
+        from .triton_backend import train_triton
+        return train_triton(pop, cfg, device=device, progress=report, resume=resume, checkpoint=checkpoint,
+                            **kernel_options)
+
+
+@contextlib.contextmanager
+def _progress_bar(progress, cfg: TrainConfig, resume, n_models: int):
+    """The `progress(steps_done)` callback the trainers get: the caller's, a tqdm.auto bar, or None."""
+    if progress is None or progress is False:
+        yield None
+        return
+    if callable(progress):
+        yield progress
+        return
+    if progress is not True:
+        raise ValueError(f"progress must be True, False, None or a callable, got {progress!r}")
+    from tqdm.auto import tqdm
+
+    start = resume.step if resume is not None else 0
+    bar = tqdm(total=cfg.steps, initial=start, unit="step", desc=f"training {n_models} models",
+               dynamic_ncols=True, mininterval=0.5)
+    done = [start]
+
+    def report(steps_done):
+        bar.update(steps_done - done[0])
+        done[0] = steps_done
+
+    try:
+        yield report
+    finally:
+        bar.close()

@@ -6,6 +6,7 @@ import os
 import torch
 
 from . import rng
+from .checkpoint import TrainCheckpoint
 from .config import TrainConfig, TrainResult
 from .reference import model_status
 from .spec import Population
@@ -72,8 +73,12 @@ def sm_count(device: torch.device) -> int:
 
 
 def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, input_precision="ieee",
-                 max_steps_per_launch: int | None = None, split: bool | None = None) -> TrainResult:
-    """`split` (tiled kernels only): None picks by kernels.configs.use_split; the result is the same."""
+                 max_steps_per_launch: int | None = None, split: bool | None = None, resume=None,
+                 checkpoint=None) -> TrainResult:
+    """`split` (tiled kernels only): None picks by kernels.configs.use_split; the result is the same.
+
+    resume / checkpoint: as superpos.reference.train_torch (checkpoint is offered between launches).
+    """
     from .kernels.buffers import Hyper, TrainState
     from .kernels.configs import choose_config, use_split
     from .kernels.train_small import train_small
@@ -88,23 +93,37 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     else:
         split = use_split(kcfg, len(pop), sm_count(device)) if split is None else split
         launch = lambda *args: train_tiled(*args, split=split)  # noqa: E731
-    W = pop.W.to(device)
-    b = pop.b.to(device)
+    start = 0
+    if resume is None:
+        W, b = pop.W.to(device), pop.b.to(device)
+        moments = (torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b))
+    else:
+        resume.check(pop, cfg)
+        start = resume.step
+        W, b = resume.W.to(device), resume.b.to(device)
+        moments = tuple(getattr(resume, k).to(device).clone()
+                        for k in ("exp_avg_W", "exp_avg_sq_W", "exp_avg_b", "exp_avg_sq_b"))
     state = TrainState(W.clone(), b.clone(), torch.full_like(W, float("nan")), torch.full_like(b, float("nan")),
-                       torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b))
+                       *moments)
     data = make_data(pop, cfg.batch_size, device)
     B = cfg.batch_size
     hyper = Hyper(coef=2.0 / (B * n), inv_bn=1.0 / (B * n), beta1=cfg.betas[0], beta2=cfg.betas[1], eps=cfg.eps)
     consts = cfg.adamw_constants().to(device)
     logged = cfg.logged_steps()
     loss = torch.full((len(pop), len(logged)), float("nan"), dtype=torch.float32, device=device)
+    if resume is not None:
+        loss.copy_(resume.loss_history)
     chunk = max_steps_per_launch or steps_per_launch(pop, cfg)
-    for t0 in range(0, cfg.steps, chunk):
+    for t0 in range(start, cfg.steps, chunk):
         n_steps = min(chunk, cfg.steps - t0)
         launch(state, data, consts, loss, t0, n_steps, cfg.steps, cfg.log_every, hyper, kcfg)
         state.swap()
+        done = t0 + n_steps
         if progress is not None:
-            progress(t0 + n_steps)
+            progress(done)
+        if checkpoint is not None and done < cfg.steps:
+            checkpoint(done, lambda: TrainCheckpoint(done, *(x.cpu().clone() for x in (
+                state.W_in, state.b_in, state.mW, state.mb, state.vW, state.vb, loss))))
     W, b, history = state.W_in.cpu(), state.b_in.cpu(), loss.cpu()
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
                        status=model_status(W, b, history), backend="triton")

@@ -12,10 +12,24 @@ import argparse
 import sys
 
 PROG = "superpos bench"
+QUICK_RESULTS_DIR = "runs/bench"  # --quick results are a smoke test: never into the tracked bench/results
 
 
 def _list(text: str) -> list:
-    return [s.strip() for s in text.split(",") if s.strip()]
+    values = [s.strip() for s in text.split(",") if s.strip()]
+    if not values:  # "--workload ," must not mean "all"
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"--time-budget must be a number of seconds in (0, inf), got {text!r}")
+    return value
 
 
 def _ints(name: str):
@@ -74,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the workload's model counts K (comma-separated)")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     p.add_argument("--out", default=None,
-                   help="JSON-lines file to append to (default: bench/results/<device>[-quick].jsonl)")
+                   help="JSON-lines file to append to (default: bench/results/<device>.jsonl; with --quick "
+                        f"{QUICK_RESULTS_DIR}/cpu-quick.jsonl, untracked)")
     p.add_argument("--no-measure-peak", dest="measure_peak", action="store_false",
                    help="skip measuring the FP32 matmul peak")
-    p.add_argument("--time-budget", type=float, default=120.0,
+    p.add_argument("--time-budget", type=_seconds, default=120.0,
                    help="seconds of timed calls per measurement before repeats are cut (default 120)")
     p.add_argument("--threads", type=_positive("--threads"), default=None,
                    help="torch CPU threads for the run (default: torch's; 1 with --quick)")
@@ -99,7 +114,9 @@ def main(argv=None) -> int:
         except SystemExit as exit_:  # --help
             return int(exit_.code or 0)
         return _run(args)
-    except ValueError as err:  # bad arguments or values: one line, exit code 2
+    except (ValueError, OSError) as err:  # bad arguments or values, a missing file: one line, exit code 2
+        if isinstance(err, OSError) and err.strerror and err.filename:
+            err = f"{err.strerror}: {err.filename}"
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
 
@@ -146,6 +163,9 @@ def _run(args) -> int:
                measure_peak=args.measure_peak, time_budget_s=args.time_budget,
                threads=args.threads if args.threads or not args.quick else 1)
     out = args.out or rep.default_results_file(rows[0]["device"], args.quick)
+    if args.out is None and args.quick:
+        from pathlib import Path
+        out = Path(QUICK_RESULTS_DIR) / Path(out).name
     rep.append_rows(out, rows)
     print(f"{len(rows)} result rows appended to {out}", file=sys.stderr)
     if args.table:

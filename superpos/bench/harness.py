@@ -298,6 +298,8 @@ def default_backends(device, quick: bool) -> list:
         backends.append("jax")
     if not quick and torch.device(device).type == "cuda" and importlib.util.find_spec("triton") is not None:
         backends.append("triton")
+    if quick:
+        backends.append("reference")  # superpos's own CPU path (sp.train, backend "torch") beside the peers
     return backends
 
 
