@@ -69,9 +69,10 @@ def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32x3", "tf
     from .kernels.as_launched import compile_launch, resource_usage
     from .triton_backend import unsupported_reason
 
-    rows, seen = [], set()
+    rows = []
     for n, m in shapes:
         labelled = shape_launches(n, m, precisions=precisions, activations=activations)
+        seen = set()  # per shape: with n, m unspecialized, shapes of one config share a compile (cached)
         for arch in archs:
             for label, launch in labelled:
                 key = launch.specialization_key(arch)
