@@ -1,11 +1,11 @@
 """superpos: train thousands of toy models of superposition at once."""
 from .config import SCHEDULES, TrainConfig, TrainResult
-from .spec import ACTIVATIONS, ModelSpec, Population, sample_batch
+from .spec import ACTIVATIONS, DataSpec, ModelSpec, Population, sample_batch
 from .train import BACKENDS, resolve_backend, train
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
+__all__ = ["ModelSpec", "DataSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
            "resolve_backend", "ACTIVATIONS", "SCHEDULES", "BACKENDS", "__version__"]
 
 

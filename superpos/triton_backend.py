@@ -8,11 +8,27 @@ import torch
 from . import rng
 from .config import TrainConfig, TrainResult
 from .reference import model_status
+from .snapshots import SnapshotRecorder, launch_bounds
 from .spec import Population
 
 # Bound on one launch's work (samples x 10 m n FLOPs) so progress can advance between launches:
 # 2e11 FLOPs is a few tens of ms on an H100 (estimate, not yet measured on a GPU).
 FLOPS_PER_LAUNCH = 2e11
+
+
+def unsupported_by_kernels(pop: Population) -> str | None:
+    """The first option of `pop` the Triton kernels do not implement yet, as `name=value`, or None."""
+    spec, data = pop.spec, pop.data
+    for name, default in (("hidden_activation", "none"), ("tied", True), ("target", "identity"),
+                          ("value_range", "unit")):
+        if getattr(spec, name) != default:
+            return f"{name}={getattr(spec, name)!r}"
+    for name in ("correlated_sets", "anticorrelated_sets"):
+        if getattr(data, name):
+            return f"{name}={[list(s) for s in getattr(data, name)]}"
+    if data.dataset_size is not None:
+        return f"dataset_size={data.dataset_size}"
+    return None
 
 
 def _device(device) -> torch.device:
@@ -56,6 +72,9 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     from .kernels.train_small import train_small
     from .kernels.train_tiled import train_tiled
 
+    why = unsupported_by_kernels(pop)
+    if why is not None:
+        raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
     device = _device(device)
     n, m = pop.spec.n_features, pop.spec.n_hidden
     kcfg = choose_config(n, m, cfg.batch_size, input_precision)
@@ -75,12 +94,14 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     logged = cfg.logged_steps()
     loss = torch.full((len(pop), len(logged)), float("nan"), dtype=torch.float32, device=device)
     chunk = max_steps_per_launch or steps_per_launch(pop, cfg)
-    for t0 in range(0, cfg.steps, chunk):
-        n_steps = min(chunk, cfg.steps - t0)
-        launch(state, data, consts, loss, t0, n_steps, cfg.steps, cfg.log_every, hyper, kcfg)
+    snaps = SnapshotRecorder(cfg, len(pop), {"W": W, "b": b})
+    bounds = launch_bounds(cfg.steps, chunk, snaps.steps)  # a launch ends at every snapshot step
+    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        snaps.record(t0, {"W": state.W_in, "b": state.b_in})
+        launch(state, data, consts, loss, t0, t1 - t0, cfg.steps, cfg.log_every, hyper, kcfg)
         state.swap()
         if progress is not None:
-            progress(t0 + n_steps)
+            progress(t1)
     W, b, history = state.W_in.cpu(), state.b_in.cpu(), loss.cpu()
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
-                       status=model_status(W, b, history), backend="triton")
+                       status=model_status(W, b, history), backend="triton", snapshots=snaps.result())
