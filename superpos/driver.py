@@ -35,6 +35,7 @@ import torch
 from .config import final_loss
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .sweep import Group, Sweep, plan_chunks
+from .snapshots import chunk_extras, concat_extras
 from .train import resolve_backend, train
 
 CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of training temporaries per CPU chunk
@@ -97,7 +98,8 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, _d
     """`train`, but a population that runs out of memory is split in two and each half retried.
 
     `progress(models_done)` receives the models' fraction of steps done, in model units.
-    Returns (W, b, loss_history, loss_steps, status, n_splits).
+    Returns (W, b, loss_history, loss_steps, status, n_splits, extra): extra holds the other tensors a
+    chunk stores (untied parameters, snapshots; superpos.snapshots.chunk_extras).
     """
     K = len(pop)
     last = [0.0]
@@ -110,7 +112,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, _d
 
     try:
         res = train_fn(pop, cfg, backend=backend, device=device, progress=report)
-        return res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0
+        return res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0, chunk_extras(res)
     except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
         if not _is_oom(err) or K == 1:
             raise
@@ -123,7 +125,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, _d
     a = train_splitting(pop.select(slice(0, half)), cfg, backend, device, progress, train_fn, _depth + 1)
     b = train_splitting(pop.select(slice(half, K)), cfg, backend, device, progress, train_fn, _depth + 1)
     return (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]), a[3],
-            a[4] + b[4], 1 + a[5] + b[5])
+            a[4] + b[4], 1 + a[5] + b[5], concat_extras(a[6], b[6]))
 
 
 _WARNED = set()
@@ -263,7 +265,7 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    backend = resolve_backend(backend)
+    requested, backend = backend, resolve_backend(backend)
     dist = Dist()
     dev = pick_device(backend, device, dist)
     dist.init(dev.type)
@@ -290,7 +292,9 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         if error is not None:
             raise RunError(error)
         dist.barrier()
-        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn)
+        # "auto" stays "auto" for train(): a group without a kernel then says so and uses the torch path
+        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn,
+                           train_backend="auto" if requested == "auto" else None)
     finally:
         if lock is not None:
             lock.release()
@@ -311,7 +315,7 @@ def _new_manifest(sweep, backend, dev, plan, chunk_size) -> dict:
     }
 
 
-def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict:
+def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, train_backend=None) -> dict:
     t_start = time.perf_counter()
     plan = store.read_plan()
     n_chunks = len(plan)
@@ -346,12 +350,13 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn) -> dict
             grp = sweep.groups[group]
             pop = sweep.population(start, stop)
             t1 = time.perf_counter()
-            W, b, hist, steps, status, splits = train_splitting(pop, grp.cfg, backend, dev, bar, train_fn)
+            W, b, hist, steps, status, splits, extra = train_splitting(pop, grp.cfg, train_backend or backend,
+                                                                       dev, bar, train_fn)
             t2 = time.perf_counter()
             rows = chunk_rows(sweep, i, start, stop, hist, status, W)
             tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
                        "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
-                       "model_id": torch.arange(start, stop, dtype=torch.int64)}
+                       "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
             info = {"chunk": i, "group": group, "models": stop - start, "rank": dist.rank, "device": str(dev),
                     "host": record["host"], "backend": backend, "train_seconds": t2 - t1,
                     "oom_splits": splits, "finished": now_iso()}

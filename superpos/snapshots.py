@@ -81,12 +81,27 @@ def to_tensors(snapshots: dict | None) -> dict:
     return out
 
 
-def concat(parts: list) -> dict | None:
-    """Snapshots of consecutive model ranges (as train results) -> one dict (None when there are none)."""
-    if not parts or parts[0] is None:
-        return None
-    out = {"steps": parts[0]["steps"]}
-    for k in parts[0]:
-        if k != "steps":
-            out[k] = torch.cat([p[k] for p in parts])
+def chunk_extras(res) -> dict:
+    """What a chunk stores beyond W, b and the losses: an untied model's W_dec, b_hidden, and the snapshots."""
+    return {**getattr(res, "extra", {}), **to_tensors(getattr(res, "snapshots", None))}
+
+
+def concat_extras(a: dict, b: dict) -> dict:
+    """chunk_extras of two consecutive model ranges -> those of both (the snapshot steps are shared)."""
+    return {k: a[k] if k == STEPS_KEY else torch.cat([a[k], b[k]]) for k in a}
+
+
+def read_snapshots(run, model_ids) -> dict:
+    """{"steps": (S,) int64 numpy, name: (k, S, ...) float32 torch} of models of a run (superpos.store.Run)."""
+    ids, chunk, _ = run._locate(model_ids)
+    chunks = [run._chunk(int(c)) for c in np.unique(chunk)]
+    if any(STEPS_KEY not in c for c in chunks):
+        raise ValueError(f"{run.dir}: no snapshots stored for these models (set [train] snapshots or snapshot_steps)")
+    steps = {tuple(c[STEPS_KEY].tolist()) for c in chunks}
+    if len(steps) > 1:
+        raise ValueError("these models were snapshotted at different steps; ask one training config at a time")
+    names = [k[len(PREFIX):] for k in chunks[0] if k.startswith(PREFIX)] if chunks else []
+    out = {"steps": np.asarray(steps.pop() if steps else (), dtype=np.int64)}
+    for name in sorted(names, key=lambda k: ("W", "b", "W_dec", "b_hidden").index(k)):
+        out[name] = run._gather(ids, PREFIX + name)[1]
     return out
