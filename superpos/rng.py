@@ -170,10 +170,15 @@ def _philox_groups(seed, groups, n, c1, c2, c3=0):
     return torch.stack(words, dim=2)
 
 
+def _is_identity(tab: DataTables) -> bool:
+    """No sets: every feature's value depends on its own word only."""
+    return bool((tab.gate == torch.arange(tab.gate.shape[0])).all() and (tab.src == tab.gate).all())
+
+
 def _tables_to_batch(r: torch.Tensor, tab: DataTables, symmetric: bool) -> torch.Tensor:
     """Words (K, S, n) -> values (K, S, n) by the tables (the identity tables skip the gathers)."""
     K, S, n = r.shape
-    identity = bool((tab.gate == torch.arange(n)).all() and (tab.src == tab.gate).all())
+    identity = _is_identity(tab)
     view = lambda t: t.to(r.device).view(K, 1, n)  # noqa: E731
     u = r if identity else r[:, :, tab.gate.to(r.device)]
     v = r if identity else r[:, :, tab.src.to(r.device)]
@@ -208,47 +213,57 @@ if numba is not None:
             k1 = np.uint32(k1 + np.uint32(PHILOX_W1))
         return c0, c1, c2, c3
 
+    @numba.njit(cache=True, inline="always")
+    def _word_to_value(w_gate, w_src, lo, hi, off, scale, symmetric):
+        if lo <= w_gate and w_gate <= hi:
+            v = min(np.float32(w_src - off) * scale, np.float32(ONE_BELOW))
+            return np.float32(2.0) * v - np.float32(1.0) if symmetric else v
+        return np.float32(0.0)
+
     @numba.njit(cache=True, parallel=True)
-    def _sample_batch_nb(out, seed, groups, first, samples, lanes, c1, c2, gate, src, lo, hi, off, scale,
-                         symmetric):
-        """out[k, samples[e], :] for e in [first[q], first[q+1]): the samples drawn from group groups[q]."""
+    def _sample_batch_nb(out, seed, groups, rows, c1, c2, gate, src, lo, hi, off, scale, symmetric, identity):
+        """out[k, rows[q, lane], :] = the sample of lane `lane` of group groups[q] (rows < 0: not drawn).
+
+        With identity tables a feature's value needs only its own word: no scratch array.
+        """
         K, S, n = out.shape
         G = groups.shape[0]
-        one_below = np.float32(ONE_BELOW)
-        zero = np.float32(0.0)
         for kq in numba.prange(K * G):
             k, q = kq // G, kq % G
             s = np.uint64(seed[k])
             k0, k1 = np.uint32(s & np.uint64(MASK32)), np.uint32(s >> np.uint64(32))
-            w = np.empty((n, LANES), dtype=np.int64)
-            for i in range(n):
-                r = _philox_nb(np.uint32(groups[q] * n + i), np.uint32(c1), np.uint32(c2), np.uint32(0), k0, k1)
-                for lane in range(LANES):
-                    w[i, lane] = r[lane]
-            for e in range(first[q], first[q + 1]):
-                b, lane = samples[e], lanes[e]
+            if identity:  # (two separate loops: a branch inside one keeps numba from keeping r in registers)
                 for i in range(n):
-                    u = w[gate[i], lane]
-                    if lo[k, i] <= u and u <= hi[k, i]:
-                        v = min(np.float32(w[src[i], lane] - off[k, i]) * scale[k, i], one_below)
-                        if symmetric:
-                            v = np.float32(2.0) * v - np.float32(1.0)
-                        out[k, b, i] = v
-                    else:
-                        out[k, b, i] = zero
+                    r = _philox_nb(np.uint32(groups[q] * n + i), np.uint32(c1), np.uint32(c2), np.uint32(0), k0, k1)
+                    for lane in range(LANES):
+                        b = rows[q, lane]
+                        if b >= 0:
+                            x = np.int64(r[lane])
+                            out[k, b, i] = _word_to_value(x, x, lo[k, i], hi[k, i], off[k, i], scale[k, i], symmetric)
+            else:
+                w = np.empty((n, LANES), dtype=np.int64)
+                for i in range(n):
+                    r = _philox_nb(np.uint32(groups[q] * n + i), np.uint32(c1), np.uint32(c2), np.uint32(0), k0, k1)
+                    for lane in range(LANES):
+                        w[i, lane] = r[lane]
+                for lane in range(LANES):
+                    b = rows[q, lane]
+                    if b >= 0:
+                        for i in range(n):
+                            out[k, b, i] = _word_to_value(w[gate[i], lane], w[src[i], lane], lo[k, i], hi[k, i],
+                                                          off[k, i], scale[k, i], symmetric)
 
 
 def _sample_batch_numba(seed, tab: DataTables, idx: np.ndarray, c1: int, c2: int, symmetric: bool):
     K, n = tab.lo.shape
-    order = np.argsort(idx // LANES, kind="stable")
-    g_sorted = (idx // LANES)[order]
-    groups, first = np.unique(g_sorted, return_index=True)
-    first = np.append(first, len(idx)).astype(np.int64)
+    groups, inverse = np.unique(idx // LANES, return_inverse=True)
+    rows = np.full((len(groups), LANES), -1, dtype=np.int64)  # each (group, lane) is drawn at most once
+    rows[inverse.reshape(-1), idx % LANES] = np.arange(len(idx))
     out = np.empty((K, len(idx), n), dtype=np.float32)
     as_np = lambda t: t.cpu().numpy()  # noqa: E731
-    _sample_batch_nb(out, as_np(seed).astype(np.int64), groups.astype(np.int64), first, order.astype(np.int64),
-                     (idx % LANES)[order].astype(np.int64), int(c1), int(c2), as_np(tab.gate), as_np(tab.src),
-                     as_np(tab.lo), as_np(tab.hi), as_np(tab.off), as_np(tab.scale), bool(symmetric))
+    _sample_batch_nb(out, as_np(seed).astype(np.int64), groups.astype(np.int64), rows, int(c1), int(c2),
+                     as_np(tab.gate), as_np(tab.src), as_np(tab.lo), as_np(tab.hi), as_np(tab.off), as_np(tab.scale),
+                     bool(symmetric), _is_identity(tab))
     return torch.from_numpy(out)
 
 
