@@ -6,9 +6,9 @@ Spec format
 name = "phase_n2m1"                  # required: the experiment's name
 description = "..."                  # optional
 
-[model]                              # single values: n_features, n_hidden, activation ("relu" | "linear")
-n_features = 2
-n_hidden = 1
+[model]                              # single values: n_features, n_hidden, activation ("relu" | "linear"),
+n_features = 2                       #   hidden_activation ("none" | "relu"), tied (true | false),
+n_hidden = 1                         #   target ("identity" | "abs"), value_range ("unit" | "symmetric")
 
 [train]                              # single values of any TrainConfig field (omitted -> TrainConfig's default)
 steps = 10000
@@ -42,11 +42,25 @@ The data axes live in [sweep]:
 - ``seeds``: models per grid point (default 1), or a list of explicit seeds used at every point;
   ``base_seed`` (default 0).
 
+The data-structure keys live in [sweep] only (each value is one superpos.DataSpec for a whole group;
+the layout of their draws is in superpos/rng.py):
+- ``correlated_sets = [[0, 1], [2, 3]]``: disjoint sets of >= 2 features active together (their
+  feature_probability must be equal); ``anticorrelated_sets = [[4, 5]]``: at most one member active,
+  each keeping its density (their sum must be <= 1). An axis of them is a list of such values:
+  ``correlated_sets = [[[0, 1]], []]``.
+- ``dataset_size = T`` (an integer >= 1, or an axis): a fixed dataset of T samples per model.
+[train] also takes ``snapshots = N`` (N >= 2 log-spaced steps including the first and the last) or
+``snapshot_steps = [...]`` (in [0, steps), increasing): see superpos.snapshots.
+``target = "abs"`` needs ``value_range = "symmetric"``: on [0, 1) inputs |x| = x, so it would silently
+be the identity target. Keys added after format 1 (these, and the model-family keys) are left out of the
+resolved spec at their defaults, so older run directories resume.
+
 Grid order and model ids
 ------------------------
-Axes are nested in a fixed canonical order, outermost first: n_features, n_hidden, activation, the
-TrainConfig fields in their declared order, feature_probability, the importance axis, and the seed
-index innermost. ``model_id`` is a model's position in that order (0-based), ``point_id`` its grid
+Axes are nested in a fixed canonical order, outermost first: the ModelSpec fields (n_features,
+n_hidden, activation, hidden_activation, tied, target, value_range), the TrainConfig fields in their
+declared order, the DataSpec fields (correlated_sets, anticorrelated_sets, dataset_size),
+feature_probability, the importance axis, and the seed index innermost. ``model_id`` is a model's position in that order (0-based), ``point_id`` its grid
 point (``model_id // seeds``), ``seed_index`` its position among the point's seeds. Since the
 shape/training axes are outermost, the models sharing a shape and TrainConfig (a *group*) form one
 contiguous id range; chunks are contiguous slices of a group.
