@@ -56,12 +56,17 @@ def bytes_per_model(group: Group, backend: str) -> int:
     B, cfg = group.cfg.batch_size, group.cfg
     state = 4 * 4 * (m * n + n)  # W, b, and two AdamW moments, float32
     history = 4 * len(cfg.logged_steps())
-    if backend == "triton":  # batches live in registers; only state, history and gradient slices touch memory
+    if not group.spec.tied:
+        state += 4 * 4 * (m * n + m)  # W_dec, b_hidden and their moments
+    from .triton_backend import unsupported_option
+    if backend == "triton" and unsupported_option(group.spec, group.data) is None:
+        # batches live in registers; only state, history and gradient slices touch memory
         from .kernels.configs import choose_config
         kcfg = choose_config(n, m, B)
         slices = 0 if kcfg.kind == "small" else -(-B // kcfg.slice_size)  # tiled: per-slice partial gradients
         return state + history + 4 * slices * (m * n + n + 1) + 64
-    # torch path: the batch and ~10 same-size temporaries (x, z, y, diff, gz, RNG words...) plus h, gh
+    # torch path (also where "auto" falls back from triton): the batch and ~10 same-size temporaries
+    # (x, z, y, diff, gz, RNG words...) plus h, gh
     return state + history + 4 * B * (12 * n + 4 * m)
 
 

@@ -445,8 +445,11 @@ class Run:
 
     def parameters(self, model_ids) -> dict:
         """Every stored parameter of the given models: W, b, and for untied models W_dec (k,n,m), b_hidden (k,m)."""
-        names = [k for k in ("W", "b", "W_dec", "b_hidden") if k in self._chunk(int(self._locate(model_ids)[1][0]))]
-        return {k: self._gather(model_ids, k)[1] for k in names}
+        ids, chunk, _ = self._locate(model_ids)
+        if not ids.size:
+            return {}
+        names = [k for k in ("W", "b", "W_dec", "b_hidden") if k in self._chunk(int(chunk[0]))]
+        return {k: self._gather(ids, k)[1] for k in names}
 
     def snapshots(self, model_ids) -> dict:
         """{"steps": (S,), "W": (k, S, m, n), "b": (k, S, n), ...}: the parameters at the snapshot steps."""

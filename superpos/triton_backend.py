@@ -18,7 +18,11 @@ FLOPS_PER_LAUNCH = 2e11
 
 def unsupported_by_kernels(pop: Population) -> str | None:
     """The first option of `pop` the Triton kernels do not implement yet, as `name=value`, or None."""
-    spec, data = pop.spec, pop.data
+    return unsupported_option(pop.spec, pop.data)
+
+
+def unsupported_option(spec, data) -> str | None:
+    """unsupported_by_kernels for a ModelSpec and a DataSpec."""
     for name, default in (("hidden_activation", "none"), ("tied", True), ("target", "identity"),
                           ("value_range", "unit")):
         if getattr(spec, name) != default:
