@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from .config import final_loss
+from .snapshots import chunk_extras, concat_extras
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .sweep import Group, Sweep, plan_chunks
-from .snapshots import chunk_extras, concat_extras
 from .train import resolve_backend, train
 
 CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of training temporaries per CPU chunk
