@@ -1,12 +1,13 @@
 """superpos: train thousands of toy models of superposition at once."""
 from .config import SCHEDULES, TrainConfig, TrainResult
-from .spec import ACTIVATIONS, ModelSpec, Population, sample_batch
+from .spec import ACTIVATIONS, DataSpec, ModelSpec, Population, sample_batch
 from .train import BACKENDS, resolve_backend, train
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
-           "resolve_backend", "run_spec", "load_run", "best_of_seeds", "ACTIVATIONS", "SCHEDULES", "BACKENDS", "__version__"]
+__all__ = ["ModelSpec", "DataSpec", "Population", "TrainConfig", "TrainResult", "sample_batch", "train",
+           "resolve_backend", "run_spec", "load_run", "best_of_seeds", "ACTIVATIONS", "SCHEDULES", "BACKENDS",
+           "__version__"]
 
 
 def __getattr__(name):  # heavy submodules load on first use

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import torch
 
+from .snapshots import check_snapshot_options, snapshot_schedule
 from .spec import require_int, require_real
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -27,6 +28,8 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     log_every: int = 100
+    snapshots: int = 0  # N log-spaced snapshot steps (superpos.snapshots), or
+    snapshot_steps: tuple = ()  # explicit ones
 
     def __post_init__(self):
         require_int("steps", self.steps, 1, MAX_STEPS)
@@ -44,10 +47,14 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         require_int("warmup_steps", self.warmup_steps, 0)
         require_int("log_every", self.log_every, 1)
+        require_int("snapshots", self.snapshots, 0, self.steps)
+        object.__setattr__(self, "snapshot_steps",
+                           check_snapshot_options(self.steps, self.snapshots, self.snapshot_steps))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        d["snapshot_steps"] = list(self.snapshot_steps)
         return d
 
     @classmethod
@@ -81,6 +88,10 @@ class TrainConfig:
         table = np.stack([1.0 - lr * self.weight_decay, lr / (1.0 - b1**k), np.sqrt(1.0 - b2**k)], axis=1)
         return torch.tensor(table, dtype=torch.float32)
 
+    def snapshot_at(self) -> np.ndarray:
+        """(S,) int64 steps whose parameters are snapshotted (empty: none)."""
+        return snapshot_schedule(self.steps, self.snapshots, self.snapshot_steps)
+
     def logged_steps(self) -> np.ndarray:
         """Steps whose loss is recorded: every log_every-th from 0, and always the last."""
         s = np.arange(0, self.steps, self.log_every, dtype=np.int64)
@@ -97,6 +108,8 @@ class TrainResult:
     loss_steps: np.ndarray  # (L,)
     status: list = field(default_factory=list)  # "ok" | "diverged" per model
     backend: str = "torch"
+    extra: dict = field(default_factory=dict)  # untied models: W_dec (K, n, m), b_hidden (K, m)
+    snapshots: dict | None = None  # superpos.snapshots: {"steps": (S,), "W": (K, S, m, n), ...}
 
     @property
     def final_loss(self) -> torch.Tensor:

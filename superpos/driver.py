@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .config import final_loss
+from .snapshots import chunk_extras, concat_extras
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .sweep import Group, Sweep, plan_chunks
 from .train import resolve_backend, train
@@ -65,12 +66,17 @@ def bytes_per_model(group: Group, backend: str) -> int:
     B, cfg = group.cfg.batch_size, group.cfg
     state = 4 * 4 * (m * n + n)  # W, b, and two AdamW moments, float32
     history = 4 * len(cfg.logged_steps())
-    if backend == "triton":  # batches live in registers; only state, history and gradient slices touch memory
+    if not group.spec.tied:
+        state += 4 * 4 * (m * n + m)  # W_dec, b_hidden and their moments
+    from .triton_backend import unsupported_option
+    if backend == "triton" and unsupported_option(group.spec, group.data) is None:
+        # batches live in registers; only state, history and gradient slices touch memory
         from .kernels.configs import choose_config
         kcfg = choose_config(n, m, B)
         slices = 0 if kcfg.kind == "small" else -(-B // kcfg.slice_size)  # tiled: per-slice partial gradients
         return state + history + 4 * slices * (m * n + n + 1) + 64
-    # torch path: the batch and ~10 same-size temporaries (x, z, y, diff, gz, RNG words...) plus h, gh
+    # torch path (also where "auto" falls back from triton): the batch and ~10 same-size temporaries
+    # (x, z, y, diff, gz, RNG words...) plus h, gh
     return state + history + 4 * B * (12 * n + 4 * m)
 
 
@@ -141,7 +147,8 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
     `progress(model_steps)` receives the model-steps done since its last call (whole numbers; a failed
     attempt's are taken back). `resume`/`checkpoint` as in `train`; after a split, the halves start from
     their part of `resume` and offer no checkpoints (a checkpoint is of the whole population).
-    Returns (W, b, loss_history, loss_steps, status, n_splits).
+    Returns (W, b, loss_history, loss_steps, status, n_splits, extra): extra holds the other tensors a
+    chunk stores (untied parameters, snapshots; superpos.snapshots.chunk_extras).
     """
     K = len(pop)
     first = resume.step if resume is not None else 0
@@ -155,7 +162,8 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
     try:
         res = train_fn(pop, cfg, backend=backend, device=device, progress=report, resume=resume,
                        checkpoint=checkpoint)
-        return res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0
+        return (res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0,
+                chunk_extras(res))
     except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
         if not _is_oom(err) or K == 1:
             raise
@@ -170,7 +178,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
              for sl in (slice(0, half), slice(half, K))]
     a, b = parts
     return (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]), a[3],
-            a[4] + b[4], 1 + a[5] + b[5])
+            a[4] + b[4], 1 + a[5] + b[5], concat_extras(a[6], b[6]))
 
 
 _WARNED = set()
@@ -364,7 +372,7 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float)) \
             or not checkpoint_every >= 0:  # NaN fails this too
         raise ValueError(f"checkpoint_every must be a number of seconds in [0, inf], got {checkpoint_every!r}")
-    backend = resolve_backend(backend)
+    requested, backend = backend, resolve_backend(backend)
     dist = Dist()
     dev = pick_device(backend, device, dist)
     dist.init(dev.type)
@@ -395,7 +403,9 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         if error is not None:
             raise RunError(error)
         dist.barrier()
-        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every)
+        # "auto" stays "auto" for train(): a group without a kernel then says so and uses the torch path
+        return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
+                           train_backend="auto" if requested == "auto" else None)
     finally:
         if lock is not None:
             lock.release()
@@ -474,7 +484,8 @@ def _set_status(store, record, status, run_status=None, **fields) -> None:
         print(f"superpos: could not record status {status!r} in the manifest: {err}", file=sys.stderr)
 
 
-def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every) -> dict:
+def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
+                train_backend=None) -> dict:
     t_start = time.perf_counter()
     plan = store.read_plan()
     n_chunks = len(plan)
@@ -520,13 +531,13 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
             bar.start(stop - start, grp.cfg.steps, model_cost(grp), (stop - start) * (resume.step if resume else 0))
             saver = _Checkpointer(store, i, start, stop, checkpoint_every)
             t1 = time.perf_counter()
-            W, b, hist, steps, status, splits = train_splitting(pop, grp.cfg, backend, dev, bar, train_fn,
-                                                                resume=resume, checkpoint=saver)
+            W, b, hist, steps, status, splits, extra = train_splitting(
+                pop, grp.cfg, train_backend or backend, dev, bar, train_fn, resume=resume, checkpoint=saver)
             t2 = time.perf_counter()
             rows = chunk_rows(sweep, i, start, stop, hist, status, W)
             tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
                        "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
-                       "model_id": torch.arange(start, stop, dtype=torch.int64)}
+                       "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
             info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
                     "device": str(dev), "host": record["host"], "backend": backend, "train_seconds": t2 - t1,
                     "resumed_from_step": resume.step if resume is not None else 0,

@@ -1,35 +1,53 @@
 """The PyTorch reference trainer: all K models as one batched computation, explicit gradients.
 
 It is the oracle for the Triton kernels, and it runs anywhere (CPU or CUDA), in float32.
-Per model: h = W x, z = W^T h + b, x' = act(z), loss = mean_{b,i} I_i (x_i - x'_i)^2.
-Gradients (per model, summed over the batch):
-    gz = 2 I (x' - x) / (B n) * act'(z);  db = sum_b gz;  gh = W gz;  dW = h^T gz + gh^T x
+Per model (tied: D = W^T and no b_hidden; untied: D = W_dec):
+    a = W x (+ b_hidden), h = hact(a), z = D h + b, x' = act(z), loss = mean_{b,i} I_i (t_i - x'_i)^2
+with target t = x, or |x| (target="abs"). Gradients (per model, summed over the batch):
+    gz = 2 I (x' - t) / (B n) * act'(z);  db = sum_b gz;  gh = D^T gz;  ga = gh * hact'(a);  db_hidden = sum_b ga
+    tied: dW = h^T gz + ga^T x;  untied: dW = ga^T x, dW_dec = gz^T h
 """
 from __future__ import annotations
 
 import torch
 
-from .checkpoint import TENSORS, TrainCheckpoint
+from .checkpoint import TrainCheckpoint
 from .config import TrainConfig, TrainResult
+from .snapshots import SnapshotRecorder
 from .spec import Population, sample_batch
 
 
-def forward_backward(W, b, x, importance, relu: bool):
-    """Loss (K,) and gradients (dW (K,m,n), db (K,n)) for a batch x (K,B,n)."""
+def forward_backward(W, b, x, importance, relu: bool, *, hidden_relu: bool = False, W_dec=None, b_hidden=None,
+                     target_abs: bool = False):
+    """Loss (K,) and the gradients of (W, b) - and of (W_dec, b_hidden) when given - for a batch x (K,B,n)."""
     B, n = x.shape[1], x.shape[2]
-    h = torch.bmm(x, W.transpose(1, 2))  # [K, B, m]
-    z = torch.baddbmm(b.unsqueeze(1), h, W)  # [K, B, n]
+    a = torch.bmm(x, W.transpose(1, 2))  # [K, B, m]
+    if b_hidden is not None:
+        a = a + b_hidden.unsqueeze(1)
+    h = torch.relu(a) if hidden_relu else a
+    z = torch.baddbmm(b.unsqueeze(1), h, W if W_dec is None else W_dec.transpose(1, 2))  # [K, B, n]
     y = torch.relu(z) if relu else z
-    diff = y - x
+    diff = y - (x.abs() if target_abs else x)
     imp = importance.unsqueeze(1)  # [K, 1, n]
     loss = (imp * diff * diff).sum(dim=(1, 2)) / (B * n)
     gz = (2.0 / (B * n)) * imp * diff
     if relu:
         gz = gz * (z > 0)
     db = gz.sum(dim=1)
-    gh = torch.bmm(gz, W.transpose(1, 2))  # [K, B, m]
-    dW = torch.bmm(h.transpose(1, 2), gz) + torch.bmm(gh.transpose(1, 2), x)
-    return loss, dW, db
+    gh = torch.bmm(gz, W.transpose(1, 2) if W_dec is None else W_dec)  # [K, B, m]
+    if hidden_relu:
+        gh = gh * (a > 0)
+    dW_enc = torch.bmm(gh.transpose(1, 2), x)
+    if W_dec is None:
+        return loss, torch.bmm(h.transpose(1, 2), gz) + dW_enc, db
+    return loss, dW_enc, db, torch.bmm(gz.transpose(1, 2), h), gh.sum(dim=1)
+
+
+def population_forward_backward(pop_spec, params: dict, x, importance):
+    """forward_backward for the model family of `pop_spec`, on a dict of parameters (Population.params order)."""
+    return forward_backward(params["W"], params["b"], x, importance, pop_spec.activation == "relu",
+                            hidden_relu=pop_spec.hidden_activation == "relu", W_dec=params.get("W_dec"),
+                            b_hidden=params.get("b_hidden"), target_abs=pop_spec.target == "abs")
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, consts, betas, eps):
@@ -51,43 +69,50 @@ def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, r
     `snapshot()` returns the TrainCheckpoint of that moment (see superpos.checkpoint).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    W, b, state, history, start = _initial_state(pop, cfg, resume, device)
+    params, exp_avgs, exp_avg_sqs, history, start = _initial_state(pop, cfg, resume, device)
     imp = pop.importance.to(device)
-    relu = pop.spec.activation == "relu"
     consts = cfg.adamw_constants().tolist()
     logged = cfg.logged_steps()
     log_index = {int(s): j for j, s in enumerate(logged)}
+    snaps = SnapshotRecorder(cfg, len(pop), params, resume.snapshots if resume is not None else None)
     report_every = max(1, cfg.steps // 100)
     for t in range(start, cfg.steps):
+        snaps.record(t, params)
         x = sample_batch(pop, t, cfg.batch_size, device=device)
-        loss, dW, db = forward_backward(W, b, x, imp, relu)
+        loss, *grads = population_forward_backward(pop.spec, params, x, imp)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()
-        adamw_step((W, b), (dW, db), state[:2], state[2:], consts[t], cfg.betas, cfg.eps)
+        adamw_step(params.values(), grads, exp_avgs, exp_avg_sqs, consts[t], cfg.betas, cfg.eps)
         if (t + 1) % report_every == 0 or t + 1 == cfg.steps:
             if progress is not None:
                 progress(t + 1)
             if checkpoint is not None and t + 1 < cfg.steps:
-                checkpoint(t + 1, lambda: TrainCheckpoint(t + 1, *(x.cpu().clone() for x in (W, b, *state)),
-                                                          history.clone()))
-    W, b = W.cpu(), b.cpu()
+                names = list(params)
+                checkpoint(t + 1, lambda: TrainCheckpoint.capture(
+                    t + 1, params, dict(zip(names, exp_avgs)), dict(zip(names, exp_avg_sqs)), history, snaps.store))
+    params = {k: v.cpu() for k, v in params.items()}
+    W, b = params.pop("W"), params.pop("b")
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
-                       status=model_status(W, b, history), backend="torch")
+                       status=model_status(W, b, history, *params.values()), backend="torch",
+                       extra=params, snapshots=snaps.result())
 
 
 def _initial_state(pop: Population, cfg: TrainConfig, resume, device):
-    """(W, b, [mW, mb, vW, vb], loss history, first step): from the init, or from a TrainCheckpoint."""
+    """(params, first moments, second moments, loss history, first step): from the init or a TrainCheckpoint."""
     if resume is None:
-        W, b = pop.W.to(device).clone(), pop.b.to(device).clone()
-        state = [torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(W), torch.zeros_like(b)]
+        params = {k: v.to(device).clone() for k, v in pop.params().items()}
         history = torch.full((len(pop), len(cfg.logged_steps())), float("nan"), dtype=torch.float32)
-        return W, b, state, history, 0
+        zeros = lambda: [torch.zeros_like(p) for p in params.values()]  # noqa: E731
+        return params, zeros(), zeros(), history, 0
     resume.check(pop, cfg)
-    W, b, mW, mb, vW, vb = (getattr(resume, k).to(device).clone() for k in TENSORS[:6])
-    return W, b, [mW, mb, vW, vb], resume.loss_history.clone().cpu(), resume.step
+    params = {k: resume.params[k].to(device).clone() for k in pop.params()}
+    moments = lambda d: [d[k].to(device).clone() for k in params]  # noqa: E731
+    return params, moments(resume.exp_avg), moments(resume.exp_avg_sq), resume.loss_history.clone().cpu(), resume.step
 
 
-def model_status(W, b, history) -> list:
+def model_status(W, b, history, *more) -> list:
     """"ok", or "diverged" where a model's loss or parameters stopped being finite."""
-    finite = torch.isfinite(history).all(1) & torch.isfinite(W).flatten(1).all(1) & torch.isfinite(b).all(1)
+    finite = torch.isfinite(history).all(1)
+    for p in (W, b) + more:
+        finite &= torch.isfinite(p).flatten(1).all(1)
     return ["ok" if f else "diverged" for f in finite.tolist()]

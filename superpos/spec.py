@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -47,22 +47,53 @@ def require_real(name: str, value, lo=None, hi=None, lo_open=False, hi_open=Fals
     return float(value)
 
 
+HIDDEN_ACTIVATIONS = ("none", "relu")
+TARGETS = ("identity", "abs")
+VALUE_RANGES = ("unit", "symmetric")
+_CHOICES = {"activation": ACTIVATIONS, "hidden_activation": HIDDEN_ACTIVATIONS, "target": TARGETS,
+            "value_range": VALUE_RANGES}
+
+
+def check_model_field(name: str, value):
+    """One ModelSpec field on its own (ModelSpec adds the checks that tie fields together)."""
+    if name in ("n_features", "n_hidden"):
+        require_int(name, value, 1, MAX_FEATURES if name == "n_features" else MAX_HIDDEN)
+    elif name == "tied":
+        if not isinstance(value, bool):
+            raise ValueError(f"tied must be true or false, got {value!r}")
+    elif name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One toy model: n features squeezed into m hidden dimensions, x' = act(W^T W x + b)."""
+    """One toy model: n features squeezed into m hidden dimensions.
+
+    Tied (default): h = hidden_act(W x), x' = act(W^T h + b). Untied (tied=False): an encoder W (m, n) with
+    bias b_hidden (m) and a decoder W_dec (n, m): h = hidden_act(W x + b_hidden), y' = act(W_dec h + b)
+    (the paper's untied model is hidden_activation="relu"). hidden_activation="relu" on a tied model is
+    the privileged basis. The model is trained toward x (target="identity") or |x| ("abs"); its inputs
+    are in [0, 1) (value_range="unit") or [-1, 1) ("symmetric").
+    """
 
     n_features: int
     n_hidden: int
     activation: str = "relu"
+    hidden_activation: str = "none"
+    tied: bool = True
+    target: str = "identity"
+    value_range: str = "unit"
 
     def __post_init__(self):
-        require_int("n_features", self.n_features, 1, MAX_FEATURES)
-        require_int("n_hidden", self.n_hidden, 1, MAX_HIDDEN)
+        for f in fields(self):
+            check_model_field(f.name, getattr(self, f.name))
         if self.n_features * self.n_hidden > MAX_WEIGHTS:
             raise ValueError(f"n_features * n_hidden must be <= 2**28 (a 1 GiB W per model), got "
                              f"{self.n_features} * {self.n_hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        # on [0, 1) inputs |x| = x: target "abs" would silently be the identity target, so it is refused
+        if self.target == "abs" and self.value_range != "symmetric":
+            raise ValueError("target: 'abs' needs value_range = 'symmetric' (on unit inputs |x| = x, "
+                             "the identity target)")
 
     @property
     def n(self) -> int:
@@ -71,6 +102,86 @@ class ModelSpec:
     @property
     def m(self) -> int:
         return self.n_hidden
+
+
+def _feature_sets(name: str, sets) -> tuple:
+    """A list of feature-index lists -> a canonical tuple of sorted tuples, ordered by first member."""
+    if not isinstance(sets, (list, tuple)):
+        raise ValueError(f"{name} must be a list of lists of feature indices, got {sets!r}")
+    out = []
+    for s in sets:
+        if not isinstance(s, (list, tuple)) or not all(_is_int(i) for i in s):
+            raise ValueError(f"{name} must be a list of lists of feature indices, got {sets!r}")
+        if len(s) < 2:
+            raise ValueError(f"{name}: a set needs at least 2 features, got {list(s)}")
+        if min(s) < 0:
+            raise ValueError(f"{name}: feature indices must be >= 0, got {list(s)}")
+        if len(set(s)) != len(s):
+            raise ValueError(f"{name}: a set lists a feature twice, got {list(s)}")
+        out.append(tuple(sorted(int(i) for i in s)))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How a population's data is drawn beyond the per-feature densities (layout: superpos.rng).
+
+    correlated_sets: disjoint sets of features active together or not at all (one draw per set; the
+    members must share one density). anticorrelated_sets: at most one member active, each keeping its
+    own density (their sum must be <= 1). dataset_size: None (a fresh batch every step) or T, a fixed
+    dataset of T samples per model.
+    """
+
+    correlated_sets: tuple = ()
+    anticorrelated_sets: tuple = ()
+    dataset_size: int | None = None
+
+    def __post_init__(self):
+        corr = _feature_sets("correlated_sets", self.correlated_sets)
+        anti = _feature_sets("anticorrelated_sets", self.anticorrelated_sets)
+        object.__setattr__(self, "correlated_sets", corr)
+        object.__setattr__(self, "anticorrelated_sets", anti)
+        seen = {}
+        for key, sets in (("correlated_sets", corr), ("anticorrelated_sets", anti)):
+            for s in sets:
+                for i in s:
+                    if i in seen:
+                        raise ValueError(f"{key}: feature {i} is in two sets ({seen[i]} and {list(s)}); sets must be disjoint")
+                    seen[i] = list(s)
+        if self.dataset_size is not None:
+            require_int("dataset_size", self.dataset_size, 1, 2**31 - 1)
+
+    @property
+    def has_sets(self) -> bool:
+        return bool(self.correlated_sets or self.anticorrelated_sets)
+
+    def check(self, n: int, p: np.ndarray | None = None) -> None:
+        """Sets inside [0, n), a dataset whose counters fit, and (given p (K, n)) the sets' densities."""
+        for key, sets in (("correlated_sets", self.correlated_sets), ("anticorrelated_sets", self.anticorrelated_sets)):
+            for s in sets:
+                if s[-1] >= n:
+                    raise ValueError(f"{key}: feature {s[-1]} of set {list(s)} is out of range [0, {n})")
+        if self.dataset_size is not None and -(-self.dataset_size // rng.LANES) * n > 2**32:
+            raise ValueError(f"dataset_size: ceil(T/4) * n_features must be <= 2**32, got T={self.dataset_size}, n={n}")
+        if p is None:
+            return
+        p = np.asarray(p, dtype=np.float64).reshape(-1, n)
+        for s in self.correlated_sets:
+            ps = p[:, list(s)]
+            bad = np.flatnonzero((ps != ps[:, :1]).any(axis=1))
+            if bad.size:
+                raise ValueError(f"correlated_sets: the members of set {list(s)} must share one "
+                                 f"feature_probability, got {ps[bad[0]].tolist()}")
+        for s in self.anticorrelated_sets:
+            total = (np.clip(np.round(p[:, list(s)] * 2.0**32), 1, 2.0**32)).sum(axis=1)
+            bad = np.flatnonzero(total > 2.0**32)
+            if bad.size:
+                raise ValueError(f"anticorrelated_sets: the feature_probability of the members of set {list(s)} "
+                                 f"must sum to <= 1, got {p[bad[0], list(s)].sum()}")
+
+    def batch_size(self, batch_size: int) -> int:
+        """Samples per batch: batch_size, or the whole dataset when it is smaller."""
+        return batch_size if self.dataset_size is None else min(batch_size, self.dataset_size)
 
 
 def _as_float_array(name: str, value) -> np.ndarray:
@@ -103,14 +214,21 @@ class Population:
     feature_probability: scalar, (K,) one value per model, or (K, n) / (1, n) one per feature.
     importance:          scalar, (n,) one per feature shared by all models, or (K, n).
     seed:                int (K = 1 unless other arguments say more; then seeds seed, seed+1, ...) or (K,) ints.
-    W (K, m, n) and b (K, n) start at the deterministic init of rng.init_weights.
+    data:                a DataSpec shared by the K models (feature sets, finite dataset); default none.
+    W (K, m, n) and b (K, n) start at the deterministic init of rng.init_weights; an untied spec adds
+    W_dec (K, n, m) and b_hidden (K, m) (rng.init_untied), None otherwise.
     """
 
     def __init__(self, spec: ModelSpec, feature_probability=1.0, importance=1.0, seed=0,
-                 n_models: int | None = None, W=None, b=None):
+                 n_models: int | None = None, W=None, b=None, data: DataSpec | None = None,
+                 W_dec=None, b_hidden=None):
         if not isinstance(spec, ModelSpec):
             raise ValueError(f"spec must be a ModelSpec, got {type(spec).__name__}")
+        data = DataSpec() if data is None else data
+        if not isinstance(data, DataSpec):
+            raise ValueError(f"data must be a DataSpec, got {type(data).__name__}")
         self.spec = spec
+        self.data = data
         n = spec.n_features
         p = _as_float_array("feature_probability", feature_probability)
         imp = _as_float_array("importance", importance)
@@ -159,6 +277,15 @@ class Population:
             W, b = rng.init_weights(self.seed, n, spec.n_hidden)
         self.W = self._checked_param("W", W, (K, spec.n_hidden, n))
         self.b = self._checked_param("b", b, (K, n))
+        self.W_dec = self.b_hidden = None
+        if not spec.tied:
+            if W_dec is None:
+                W_dec, b_hidden = rng.init_untied(self.seed, n, spec.n_hidden)
+            self.W_dec = self._checked_param("W_dec", W_dec, (K, n, spec.n_hidden))
+            self.b_hidden = self._checked_param("b_hidden", b_hidden, (K, spec.n_hidden))
+        elif W_dec is not None or b_hidden is not None:
+            raise ValueError("W_dec/b_hidden: only an untied model (tied=False) has them")
+        data.check(n, p)
 
     @staticmethod
     def _checked_param(name, value, shape):
@@ -174,16 +301,24 @@ class Population:
     def n_models(self) -> int:
         return len(self)
 
+    def params(self) -> dict:
+        """The trained parameters by name, in the order every backend uses: W, b (, W_dec, b_hidden)."""
+        out = {"W": self.W, "b": self.b}
+        if not self.spec.tied:
+            out.update(W_dec=self.W_dec, b_hidden=self.b_hidden)
+        return out
+
     def select(self, index) -> "Population":
         """A population of the models at `index` (a slice, list or bool mask), weights included."""
         idx = torch.as_tensor(np.arange(len(self))[index], dtype=torch.int64).reshape(-1)
         return Population(self.spec, self.feature_probability[idx].numpy(), self.importance[idx].numpy(),
-                          [int(s) for s in self.seed[idx]], W=self.W[idx], b=self.b[idx])
+                          [int(s) for s in self.seed[idx]], data=self.data,
+                          **{k: v[idx] for k, v in self.params().items()})
 
-    def with_weights(self, W, b) -> "Population":
+    def with_weights(self, W, b, W_dec=None, b_hidden=None) -> "Population":
         """The same models starting from other weights (e.g. to continue training)."""
         return Population(self.spec, self.feature_probability.numpy(), self.importance.numpy(),
-                          [int(s) for s in self.seed], W=W, b=b)
+                          [int(s) for s in self.seed], W=W, b=b, data=self.data, W_dec=W_dec, b_hidden=b_hidden)
 
     def __repr__(self) -> str:
         s = self.spec
@@ -191,7 +326,13 @@ class Population:
 
 
 def sample_batch(pop: Population, step: int, batch_size: int, device=None) -> torch.Tensor:
-    """The (K, B, n) float32 batch each model of `pop` sees at training step `step` (0-based)."""
+    """The (K, B, n) float32 batch each model of `pop` sees at training step `step` (0-based).
+
+    With a finite dataset of T < B samples (pop.data.dataset_size) the batch is the whole dataset: (K, T, n).
+    """
     require_int("step", step, 0, 2**32 - 1)
     require_int("batch_size", batch_size, 1)
-    return rng.sample_batch_raw(pop.seed, pop.feature_probability, step, batch_size, device=device)
+    d = pop.data
+    return rng.sample_batch_raw(pop.seed, pop.feature_probability, step, batch_size, device=device,
+                                correlated_sets=d.correlated_sets, anticorrelated_sets=d.anticorrelated_sets,
+                                symmetric=pop.spec.value_range == "symmetric", dataset_size=d.dataset_size)

@@ -7,7 +7,9 @@ Layout of a run directory DIR
     DIR/plan.json            the chunks: (group, first model id, end model id), fixed when DIR is created
     DIR/manifest.json        versions, device, git commit, backend, one record per invocation, timings, status
     DIR/chunks/cNNNNNN.safetensors   W (k,m,n) f32, b (k,n) f32, loss_history (k,L) f32, loss_steps (L,) i64,
-                                     model_id (k,) i64 of chunk NNNNNN
+                                     model_id (k,) i64 of chunk NNNNNN; untied models also W_dec
+                                     (k,n,m), b_hidden (k,m); snapshots: snapshot_steps (S,) i64 and
+                                     snapshot.<param> (k,S,...) (superpos.snapshots)
     DIR/chunks/cNNNNNN.json          where and how fast the chunk was trained (not part of the results),
                                      its model range and the sha256 of its safetensors and parquet files
     DIR/chunks/cNNNNNN.ckpt          the training state of an unfinished chunk (superpos.checkpoint),
@@ -33,7 +35,8 @@ relative_importance (I of the last feature when the others are 1; else NaN), imp
 per-feature importances only); final_loss (mean of the last 10 logged
 losses, config.FINAL_LOSS_WINDOW), status ("ok" | "diverged"); and the columns of superpos.analysis.summary_metrics (dims_per_feature, frobenius_sq, n_represented, ...).
 
-`load_run(DIR)` returns a `Run`: `.table` (pandas, one row per model), `.weights(ids)`, `.loss_history(ids)`,
+`load_run(DIR)` returns a `Run`: `.table` (pandas, one row per model), `.weights(ids)`, `.parameters(ids)`,
+`.snapshots(ids)`, `.loss_history(ids)`,
 `.name`, `.spec`, `.manifest`; `best_of_seeds(table)` keeps the lowest-loss ok model of every grid point.
 """
 from __future__ import annotations
@@ -634,6 +637,19 @@ class Run:
         _, W = self._gather(model_ids, "W")
         _, b = self._gather(model_ids, "b")
         return W, b
+
+    def parameters(self, model_ids) -> dict:
+        """Every stored parameter of the given models: W, b, and for untied models W_dec (k,n,m), b_hidden (k,m)."""
+        ids, chunk, _ = self._locate(model_ids)
+        if not ids.size:
+            return {}
+        names = [k for k in ("W", "b", "W_dec", "b_hidden") if k in self._chunk(int(chunk[0]))]
+        return {k: self._gather(ids, k)[1] for k in names}
+
+    def snapshots(self, model_ids) -> dict:
+        """{"steps": (S,), "W": (k, S, m, n), "b": (k, S, n), ...}: the parameters at the snapshot steps."""
+        from .snapshots import read_snapshots
+        return read_snapshots(self, model_ids)
 
     def loss_history(self, model_ids):
         """(steps (L,) int64 numpy, losses (k, L) float32 numpy) of the given models."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .spec import FLOAT32_MAX, MAX_SEED, ModelSpec, Population
+from .spec import FLOAT32_MAX, MAX_SEED, DataSpec, ModelSpec, Population, check_model_field
 
 try:
     import tomllib
@@ -29,7 +29,13 @@ except ImportError:  # Python 3.10
 FORMAT = 1
 MODEL_KEYS = tuple(f.name for f in fields(ModelSpec))
 TRAIN_KEYS = TrainConfig.field_names()
-GROUP_KEYS = MODEL_KEYS + TRAIN_KEYS
+DATASPEC_KEYS = tuple(f.name for f in fields(DataSpec))  # [sweep] only: one DataSpec per group
+GROUP_KEYS = MODEL_KEYS + TRAIN_KEYS + DATASPEC_KEYS
+DEFAULTS = {f.name: f.default for f in fields(ModelSpec) + fields(TrainConfig) + fields(DataSpec)
+            if f.default is not MISSING}
+# keys added after FORMAT 1 was fixed: left out of the resolved spec at their defaults, so that the run
+# directories written before them still hold "the same spec" and resume
+LATER_KEYS = ("hidden_activation", "tied", "target", "value_range", "snapshots", "snapshot_steps") + DATASPEC_KEYS
 IMPORTANCE_KEYS = ("importance", "importance_decay", "relative_importance")
 DATA_KEYS = ("feature_probability",) + IMPORTANCE_KEYS
 SWEEP_KEYS = GROUP_KEYS + DATA_KEYS + ("seeds", "base_seed")
@@ -39,12 +45,14 @@ MAX_MODELS = 1 << 32  # models in one sweep (a run directory); checked before an
 
 
 def _kind(cls, name) -> str:
-    """'int' | 'float' | 'str' | 'pair': the type of a ModelSpec / TrainConfig field, from its annotation."""
+    """'int' | 'float' | 'str' | 'bool' | 'pair': the type of a ModelSpec / TrainConfig field, from its annotation."""
     ann = {f.name: str(f.type) for f in fields(cls)}[name]
-    return {"int": "int", "float": "float", "str": "str", "tuple": "pair"}[ann]
+    return {"int": "int", "float": "float", "str": "str", "bool": "bool", "tuple": "pair"}[ann]
 
 
-KINDS = {**{k: _kind(ModelSpec, k) for k in MODEL_KEYS}, **{k: _kind(TrainConfig, k) for k in TRAIN_KEYS}}
+KINDS = {**{k: _kind(ModelSpec, k) for k in MODEL_KEYS}, **{k: _kind(TrainConfig, k) for k in TRAIN_KEYS},
+         "snapshot_steps": "int_list", "correlated_sets": "sets", "anticorrelated_sets": "sets",
+         "dataset_size": "int"}
 
 
 def _is_number(x) -> bool:
@@ -72,6 +80,19 @@ def _scalar(path: str, kind: str, value):
         if isinstance(value, str):
             return value
         raise ValueError(f"{path}: must be a string, got {_type_name(value)} {value!r}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{path}: must be true or false, got {_type_name(value)} {value!r}")
+    if kind == "int_list":
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return [int(v) for v in value]
+        raise ValueError(f"{path}: must be a list of integers, got {_type_name(value)} {value!r}")
+    if kind == "sets":
+        if isinstance(value, list) and all(isinstance(s, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                       for i in s) for s in value):
+            return [list(s) for s in value]
+        raise ValueError(f"{path}: must be a list of feature-index lists like [[0, 1], [2, 3]], got {value!r}")
     if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
         return [float(v) for v in value]
     raise ValueError(f"{path}: must be a pair of numbers like [0.9, 0.999], got {value!r}")
@@ -137,6 +158,8 @@ def _axis(path: str, value, kind: str) -> list:
         if kind not in ("int", "float"):
             raise ValueError(f"{path}: range tables are for numeric keys; give a list")
         values = _range_form(path, value, kind == "int")
+    elif isinstance(value, list) and kind in ("int_list", "sets") and not _is_axis_of_lists(value, kind):
+        values = [value]  # one list of steps / one list of sets: a single-valued axis
     elif isinstance(value, list):
         if kind == "pair" and len(value) == 2 and all(_is_number(v) for v in value):
             value = [value]  # one pair: a single-valued axis
@@ -146,6 +169,14 @@ def _axis(path: str, value, kind: str) -> list:
     else:
         values = [value]
     return [_scalar(f"{path}[{i}]" if len(values) > 1 else path, kind, v) for i, v in enumerate(values)]
+
+
+def _is_axis_of_lists(value: list, kind: str) -> bool:
+    """Is a list-valued key's list an axis of values? snapshot_steps: a list of lists; sets: a list whose
+    items hold lists (``[[0, 1]]`` is one value, one set; ``[[[0, 1]], []]`` an axis of two values)."""
+    if kind == "int_list":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return any(isinstance(v, list) and any(isinstance(s, list) for s in v) for v in value)
 
 
 def _number_list(path: str, value) -> list:
@@ -317,8 +348,12 @@ def resolve(raw: dict, quick: bool = False) -> dict:
         section = "model" if key in MODEL_KEYS else "train"
         if key in sections["sweep"]:
             axes[key] = _axis(f"sweep.{key}", sections["sweep"][key], KINDS[key])
+        elif key in DATASPEC_KEYS or (key in LATER_KEYS and key not in sections[section]):
+            continue  # at its default: left out of the resolved spec
         elif key in sections[section]:
             fixed[section][key] = _scalar(f"{section}.{key}", KINDS[key], sections[section][key])
+            if key in LATER_KEYS and fixed[section][key] == _default_value(key):
+                del fixed[section][key]  # written out at its default: the same spec as leaving it out
         elif key in defaults:
             d = defaults[key]
             fixed[section][key] = list(d) if isinstance(d, tuple) else d
@@ -326,7 +361,7 @@ def resolve(raw: dict, quick: bool = False) -> dict:
             raise ValueError(f"model.{key}: required (an integer, or an axis in [sweep])")
     for key, v in {**fixed["model"], **fixed["train"]}.items():
         _check_value(f"{'model' if key in MODEL_KEYS else 'train'}.{key}", key, v)
-    for key, values in axes.items():  # every value is checked on its own: no field constrains another
+    for key, values in axes.items():  # every value is checked on its own, then the few combinations below
         for i, v in enumerate(values):
             _check_value(f"sweep.{key}" + (f"[{i}]" if len(values) > 1 else ""), key, v)
     base = {**fixed["model"], **fixed["train"]}
@@ -335,6 +370,7 @@ def resolve(raw: dict, quick: bool = False) -> dict:
     n_values = axes.get("n_features", [base.get("n_features")])
     fp = _feature_probability("sweep.feature_probability", sw.get("feature_probability", 1.0))
     _check_list_lengths("sweep.feature_probability", fp, n_values)
+    _check_combinations(axes, base, n_values, fp)
     given = [k for k in IMPORTANCE_KEYS if k in sw]
     if len(given) > 1:
         raise ValueError(f"sweep.{given[1]}: only one of {', '.join(IMPORTANCE_KEYS)} may be given, got {', '.join(given)}")
@@ -390,14 +426,57 @@ def resolve(raw: dict, quick: bool = False) -> dict:
 
 
 def _check_value(path: str, key: str, value):
-    """Build a ModelSpec / TrainConfig with `key` = `value`; its ValueError is re-raised naming `path`."""
+    """Check `key` = `value` on its own as ModelSpec / TrainConfig / DataSpec do; a ValueError names `path`."""
     try:
         if key in MODEL_KEYS:
-            ModelSpec(**{"n_features": 1, "n_hidden": 1, key: value})
+            check_model_field(key, value)
+        elif key in DATASPEC_KEYS:
+            DataSpec(**{key: value})
+        elif key in ("snapshots", "snapshot_steps"):
+            return  # checked against the steps in _check_combinations
         else:
             TrainConfig(**{key: tuple(value) if key == "betas" else value})
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def _default_value(key: str):
+    d = DEFAULTS[key]
+    return list(d) if isinstance(d, tuple) else d
+
+
+def _check_combinations(axes: dict, base: dict, n_values: list, fp: list) -> None:
+    """The checks that tie keys together, over every combination of their values (few: these axes are short)."""
+    import itertools
+
+    def values(key):
+        return axes[key] if key in axes else [base.get(key, DEFAULTS.get(key))]
+
+    def path(key):
+        section = "sweep" if key in axes else ("model" if key in MODEL_KEYS else "train")
+        return f"{section}.{key}"
+
+    def check(keys, fn):
+        for combo in itertools.product(*(values(k) for k in keys)):
+            try:
+                fn(**dict(zip(keys, combo)))
+            except ValueError as e:
+                msg = str(e)
+                named = next((k for k in keys if msg.startswith(k)), keys[0])
+                raise ValueError(f"{path(named)}: {msg}") from None
+
+    check(("target", "value_range"), lambda **kw: ModelSpec(1, 1, **kw))
+    check(("steps", "snapshots", "snapshot_steps"), lambda **kw: TrainConfig(**kw))
+    fp_arrays = [np.asarray(v, dtype=np.float64) for v in fp]
+
+    def data_ok(n_features, **kw):
+        data = DataSpec(**kw)
+        data.check(n_features)
+        if data.has_sets:
+            for p in fp_arrays:
+                data.check(n_features, np.broadcast_to(p, (1, n_features)))
+
+    check(("n_features",) + DATASPEC_KEYS, data_ok)
 
 
 def load_spec(path, quick: bool = False) -> "Sweep":
@@ -446,6 +525,7 @@ class Group:
     cfg: TrainConfig
     start: int
     stop: int
+    data: DataSpec = DataSpec()
 
     @property
     def n_models(self) -> int:
@@ -462,7 +542,7 @@ class Sweep:
         self.source_text = None
         self.name = resolved["name"]
         sw = resolved["sweep"]
-        base = {**resolved["model"], **resolved["train"]}
+        base = {**DEFAULTS, **resolved["model"], **resolved["train"]}
         self.group_axes = [(k, sw[k] if k in sw else [base[k]]) for k in GROUP_KEYS]
         self.swept_keys = [k for k in GROUP_KEYS if k in sw]
         self.fp_values = sw["feature_probability"]
@@ -486,7 +566,7 @@ class Sweep:
             cfg_kw = {k: v[k] for k in TRAIN_KEYS}
             cfg_kw["betas"] = tuple(cfg_kw["betas"])
             self.groups.append(Group(g, spec, TrainConfig(**cfg_kw), g * self.models_per_group,
-                                     (g + 1) * self.models_per_group))
+                                     (g + 1) * self.models_per_group, DataSpec(**{k: v[k] for k in DATASPEC_KEYS})))
         # per-group and per-point lookup arrays for vectorised rows
         self._fp_scalar = np.array([_common(v) for v in self.fp_values], dtype=np.float64)
         self._fp_has_lists = any(isinstance(v, list) for v in self.fp_values)
@@ -561,7 +641,7 @@ class Sweep:
             raise ValueError(f"models [{start}, {stop}) must lie inside group {group.index} [{group.start}, {group.stop})")
         ids = np.arange(start, stop, dtype=np.int64)
         return Population(group.spec, self.feature_probability(ids), self.importance(ids),
-                          [int(s) for s in self.seeds_of(ids)])
+                          [int(s) for s in self.seeds_of(ids)], data=group.data)
 
     def rows(self, start: int, stop: int) -> dict:
         """Per-model table columns (dict of equal-length numpy arrays / lists) for models [start, stop)."""
@@ -590,8 +670,10 @@ class Sweep:
                     cols["beta1"] = np.array([grp.cfg.betas[0] for grp in self.groups])
                     cols["beta2"] = np.array([grp.cfg.betas[1] for grp in self.groups])
                     continue
-                vals = [getattr(grp.spec, key) if key in MODEL_KEYS else getattr(grp.cfg, key) for grp in self.groups]
-                dtype = object if isinstance(vals[0], str) else (np.int32 if isinstance(vals[0], int) else np.float64)
+                owner = lambda grp: grp.spec if key in MODEL_KEYS else (grp.data if key in DATASPEC_KEYS else grp.cfg)  # noqa: E731
+                vals = [_column_value(key, getattr(owner(grp), key)) for grp in self.groups]
+                dtype = object if isinstance(vals[0], str) else (
+                    bool if isinstance(vals[0], bool) else (np.int32 if isinstance(vals[0], int) else np.float64))
                 cols[key] = np.array(vals, dtype=dtype)
             self._group_cols = cols
         return self._group_cols
@@ -624,6 +706,15 @@ class Sweep:
                     rel[gi, j] = vec[-1]
         self._imp_cols = (decay, rel)
         return self._imp_cols
+
+
+def _column_value(key: str, value):
+    """A group value as a table cell: lists (sets, snapshot steps) as compact JSON, no dataset as 0."""
+    if isinstance(value, (list, tuple)):
+        return json.dumps([list(v) if isinstance(v, (list, tuple)) else v for v in value], separators=(",", ":"))
+    if key == "dataset_size" and value is None:
+        return 0
+    return value
 
 
 def _common(v) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -46,7 +47,10 @@ def train(pop: Population, cfg: TrainConfig | None = None, backend: str = "auto"
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if resume is not None and not isinstance(resume, TrainCheckpoint):
         raise ValueError(f"resume must be a TrainCheckpoint, got {type(resume).__name__}")
-    backend = resolve_backend(backend)
+    fell_back = resolve_backend(backend) == "triton"
+    backend, device = _kernel_or_fallback(pop, cfg, backend, device)
+    if fell_back and backend == "torch":
+        kernel_options = {}  # "auto" fell back to the torch path: the triton-only options do not apply
     if backend == "torch" and kernel_options:
         raise ValueError(f"options {sorted(kernel_options)} apply to the triton backend only")
     with _progress_bar(progress, cfg, resume, len(pop)) as report:
@@ -84,3 +88,26 @@ def _progress_bar(progress, cfg: TrainConfig, resume, n_models: int):
         yield report
     finally:
         bar.close()
+
+
+_TOLD = set()
+
+
+def _kernel_or_fallback(pop: Population, cfg: TrainConfig, backend: str, device):
+    """The backend (and device) that trains `pop`: "triton" is refused, in one line, for a model family or
+    data option it has no kernel for; "auto" then says so once and uses the torch path on the same device."""
+    resolved = resolve_backend(backend)
+    if resolved != "triton":
+        return resolved, device
+    from .triton_backend import unsupported_by_kernels
+
+    why = unsupported_by_kernels(pop)
+    if why is None:
+        return resolved, device
+    if backend == "triton":
+        raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
+    device = device if device is not None else "cuda"
+    if why not in _TOLD:
+        _TOLD.add(why)
+        print(f"superpos: no triton kernel for {why}; training with the torch path on {device}", file=sys.stderr)
+    return "torch", device

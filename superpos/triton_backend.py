@@ -9,11 +9,31 @@ from . import rng
 from .checkpoint import TrainCheckpoint
 from .config import TrainConfig, TrainResult
 from .reference import model_status
+from .snapshots import SnapshotRecorder, launch_bounds
 from .spec import Population
 
 # Bound on one launch's work (samples x 10 m n FLOPs) so progress can advance between launches:
 # 2e11 FLOPs is a few tens of ms on an H100 (estimate, not yet measured on a GPU).
 FLOPS_PER_LAUNCH = 2e11
+
+
+def unsupported_by_kernels(pop: Population) -> str | None:
+    """The first option of `pop` the Triton kernels do not implement yet, as `name=value`, or None."""
+    return unsupported_option(pop.spec, pop.data)
+
+
+def unsupported_option(spec, data) -> str | None:
+    """unsupported_by_kernels for a ModelSpec and a DataSpec."""
+    for name, default in (("hidden_activation", "none"), ("tied", True), ("target", "identity"),
+                          ("value_range", "unit")):
+        if getattr(spec, name) != default:
+            return f"{name}={getattr(spec, name)!r}"
+    for name in ("correlated_sets", "anticorrelated_sets"):
+        if getattr(data, name):
+            return f"{name}={[list(s) for s in getattr(data, name)]}"
+    if data.dataset_size is not None:
+        return f"dataset_size={data.dataset_size}"
+    return None
 
 
 def _device(device) -> torch.device:
@@ -84,6 +104,9 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     from .kernels.train_small import train_small
     from .kernels.train_tiled import train_tiled
 
+    why = unsupported_by_kernels(pop)
+    if why is not None:
+        raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
     device = _device(device)
     check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
@@ -100,9 +123,9 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     else:
         resume.check(pop, cfg)
         start = resume.step
-        W, b = resume.W.to(device), resume.b.to(device)
-        moments = tuple(getattr(resume, k).to(device).clone()
-                        for k in ("exp_avg_W", "exp_avg_sq_W", "exp_avg_b", "exp_avg_sq_b"))
+        W, b = resume.params["W"].to(device), resume.params["b"].to(device)
+        moments = tuple(group[k].to(device).clone() for k, group in (
+            ("W", resume.exp_avg), ("W", resume.exp_avg_sq), ("b", resume.exp_avg), ("b", resume.exp_avg_sq)))
     state = TrainState(W.clone(), b.clone(), torch.full_like(W, float("nan")), torch.full_like(b, float("nan")),
                        *moments)
     data = make_data(pop, cfg.batch_size, device)
@@ -114,16 +137,19 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     if resume is not None:
         loss.copy_(resume.loss_history)
     chunk = max_steps_per_launch or steps_per_launch(pop, cfg)
-    for t0 in range(start, cfg.steps, chunk):
-        n_steps = min(chunk, cfg.steps - t0)
-        launch(state, data, consts, loss, t0, n_steps, cfg.steps, cfg.log_every, hyper, kcfg)
+    snaps = SnapshotRecorder(cfg, len(pop), {"W": W, "b": b}, resume.snapshots if resume is not None else None)
+    # a launch ends at every snapshot step (and a resumed run starts where it stopped)
+    bounds = sorted({start} | {t for t in launch_bounds(cfg.steps, chunk, snaps.steps) if t > start})
+    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        snaps.record(t0, {"W": state.W_in, "b": state.b_in})
+        launch(state, data, consts, loss, t0, t1 - t0, cfg.steps, cfg.log_every, hyper, kcfg)
         state.swap()
-        done = t0 + n_steps
         if progress is not None:
-            progress(done)
-        if checkpoint is not None and done < cfg.steps:
-            checkpoint(done, lambda: TrainCheckpoint(done, *(x.cpu().clone() for x in (
-                state.W_in, state.b_in, state.mW, state.mb, state.vW, state.vb, loss))))
+            progress(t1)
+        if checkpoint is not None and t1 < cfg.steps:
+            checkpoint(t1, lambda: TrainCheckpoint.capture(
+                t1, {"W": state.W_in, "b": state.b_in}, {"W": state.mW, "b": state.mb},
+                {"W": state.vW, "b": state.vb}, loss, snaps.store))
     W, b, history = state.W_in.cpu(), state.b_in.cpu(), loss.cpu()
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
-                       status=model_status(W, b, history), backend="triton")
+                       status=model_status(W, b, history), backend="triton", snapshots=snaps.result())

@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import superpos as sp
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SPEC = """
@@ -24,6 +28,11 @@ feature_probability = [1.0, 0.5, 0.1, 0.05]
 importance_decay = 0.8
 seeds = 2
 """
+# the same sweep with snapshots, an untied model with a privileged hidden layer and a correlated pair:
+# the extra tensors each chunk stores must come out byte-identical too
+SPEC_SNAPSHOTS = (SPEC.replace("n_hidden = 2\n", 'n_hidden = 2\ntied = false\nhidden_activation = "relu"\n')
+                  .replace("log_every = 50\n", "log_every = 50\nsnapshots = 6\n")
+                  .replace("seeds = 2\n", "seeds = 2\ncorrelated_sets = [[0, 2]]\n"))
 N_CHUNKS = 8  # --chunk-size 1
 # one thread per process: on a busy 2-core machine, oversubscribed OpenMP/numba threads make these
 # tiny runs 10-100x slower (and the chunk timing erratic). Results do not depend on it.
@@ -52,9 +61,10 @@ def start_and_stop(spec, out, after: int, sig) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 
 
-def test_interrupted_and_killed_run_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("text", [SPEC, SPEC_SNAPSHOTS], ids=["plain", "snapshots"])
+def test_interrupted_and_killed_run_resumes_bit_identical(tmp_path, text):
     spec = tmp_path / "resume.toml"
-    spec.write_text(SPEC)
+    spec.write_text(text)
     ref, out = tmp_path / "ref", tmp_path / "out"
     subprocess.run(command(spec, ref), cwd=ROOT, env=ENV, check=True, timeout=600)
 
@@ -87,3 +97,6 @@ def test_interrupted_and_killed_run_resumes_bit_identical(tmp_path):
             assert (out / "chunks" / name).read_bytes() == (ref / "chunks" / name).read_bytes(), name
     assert not [p.name for p in out.rglob("*") if ".tmp-" in p.name]
     assert not (out / ".lock").exists()
+    if text is SPEC_SNAPSHOTS:
+        snap = sp.load_run(out).snapshots(range(N_CHUNKS))
+        assert snap["steps"].tolist()[0] == 0 and snap["W_dec"].shape[:2] == (N_CHUNKS, len(snap["steps"]))

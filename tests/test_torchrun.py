@@ -32,10 +32,19 @@ seeds = 2
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
+# snapshots and an untied |x| model on anticorrelated symmetric data: the extra tensors must shard too
+SPEC_SNAPSHOTS = (SPEC.replace("n_hidden = 2\n", 'n_hidden = 2\ntied = false\nhidden_activation = "relu"\n'
+                                                   'target = "abs"\nvalue_range = "symmetric"\n')
+                  .replace("log_every = 20\n", "log_every = 20\nsnapshot_steps = [0, 10, 59]\n")
+                  .replace("seeds = 2\n", "seeds = 2\nanticorrelated_sets = [[1, 3]]\n")
+                  .replace("[1.0, 0.3, 0.1]", "[0.5, 0.3, 0.1]"))  # the pair's densities sum to <= 1
+
+
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun not installed")
-def test_two_ranks_match_one_process(tmp_path):
+@pytest.mark.parametrize("text", [SPEC, SPEC_SNAPSHOTS], ids=["plain", "snapshots"])
+def test_two_ranks_match_one_process(tmp_path, text):
     spec = tmp_path / "shards.toml"
-    spec.write_text(SPEC)
+    spec.write_text(text)
     args = ["run", str(spec), "--backend", "torch", "--chunk-size", "2", "--quiet"]  # 12 models, 6 chunks
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, "-m", "superpos", *args, "--out", str(one)], cwd=ROOT, env=ENV,
@@ -59,7 +68,10 @@ def test_two_ranks_match_one_process(tmp_path):
     p = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "superpos", *args, "--out", str(two)],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    spec.write_text(SPEC.replace("seeds = 2", "seeds = 3"))
+    if text is SPEC_SNAPSHOTS:
+        from safetensors.torch import load_file
+        assert "snapshot.W_dec" in load_file(str(two / "chunks" / "c000005.safetensors"))
+    spec.write_text(text.replace("seeds = 2", "seeds = 3"))
     p = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "superpos", *args, "--out", str(two)],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode != 0 and "different spec" in p.stderr
