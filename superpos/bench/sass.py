@@ -1,0 +1,268 @@
+"""Read a Triton cubin as the GPU runs it: disassemble (nvdisasm from the triton wheel), parse the SASS,
+find its loops and the Python `for` each loop comes from, and read the cubin's resource usage.
+
+Used by superpos.bench.costmodel; nothing here knows about the kernels of this project.
+
+Facts relied on (checked on Triton 3.6 cubins for sm_90, see tests/test_costmodel.py):
+- Triton keeps `.loc` line info by default, so `nvdisasm -g` prints `//## File "...", line N` before
+  the instructions of each source line. The backward branch that closes an `scf.for` carries the line
+  of its Python `for` statement, which names the loop.
+- Every loop of these kernels is a `for ... in range(...)`: `tl.static_range` loops and Philox's 10
+  rounds are unrolled at compile time and are straight-line code in the SASS.
+- Subroutines (ptxas's slow paths of IEEE sqrt and division, `$__internal_...` labels) follow the entry
+  function's EXIT; they are split off and not counted (their fast paths are inline and counted).
+- Volta-and-later instructions are 128 bits; the top 23 bits of the high word are the scheduling control
+  set by ptxas: stall cycles (4 bits), yield (1), write scoreboard (3), read scoreboard (3), wait mask (6),
+  operand reuse (4). Layout as documented by the open assemblers (e.g. CuAssembler, turingas).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+
+def tool(name: str) -> str:
+    """Path of a CUDA binary tool shipped in the triton wheel (nvdisasm, cuobjdump)."""
+    import triton
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} not found in the triton wheel ({path})")
+    return path
+
+
+def _run_on_cubin(args: list, cubin: bytes) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        proc = subprocess.run(args + [path], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{os.path.basename(args[0])} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def disassemble(cubin: bytes) -> str:
+    """SASS text with line info and instruction encodings (for the control bits)."""
+    return _run_on_cubin([tool("nvdisasm"), "-c", "-g", "-hex"], cubin)
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers per thread, stack (local memory incl. spills) and static shared memory, from
+    `cuobjdump -res-usage`, of the cubin's first (entry) function."""
+    text = _run_on_cubin([tool("cuobjdump"), "-res-usage"], cubin)
+    m = re.search(r"Function ([^\s:]+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
+    if not m:
+        raise RuntimeError(f"no resource usage in cuobjdump output: {text.strip()[:200]}")
+    return {"function": m.group(1), "registers": int(m.group(2)), "stack_bytes": int(m.group(3)),
+            "shared_bytes": int(m.group(4)), "local_bytes": int(m.group(5))}
+
+
+@dataclass(frozen=True)
+class Instr:
+    addr: int
+    opcode: str  # mnemonic with its modifiers, e.g. "IMAD.WIDE.U32"
+    operands: str
+    predicate: str  # "" or e.g. "@!P0"
+    file: str | None
+    line: int | None
+    control: int  # the 23 scheduling bits (see the module docstring)
+    target: int | None = None  # branch target address
+
+    @property
+    def base(self) -> str:
+        return self.opcode.split(".")[0]
+
+    @property
+    def stall(self) -> int:
+        return self.control & 0xF
+
+    @property
+    def write_scoreboard(self) -> int | None:
+        sb = (self.control >> 5) & 0x7
+        return None if sb == 7 else sb
+
+    @property
+    def read_scoreboard(self) -> int | None:
+        sb = (self.control >> 8) & 0x7
+        return None if sb == 7 else sb
+
+    @property
+    def wait_mask(self) -> int:
+        return (self.control >> 11) & 0x3F
+
+
+_FILE = re.compile(r'^\s*//## File "([^"]+)", line (\d+)')
+_INSTR = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;\s*(?:/\*\s*(0x[0-9a-f]{16})\s*\*/)?\s*$")
+_HEX = re.compile(r"^\s*/\*\s*(0x[0-9a-f]{16})\s*\*/\s*$")
+_LABEL = re.compile(r"^([.$\w][\w.$]*):\s*$")
+_TARGET = re.compile(r"`\(([^)]+)\)")
+
+
+def parse(text: str) -> dict:
+    """{function name: [Instr, ...]} in address order. Non-local labels (the entry symbol, `$...`
+    subroutines) start a function; local labels (`.L_x_N`) resolve branch targets."""
+    rows = []  # [function, addr, opcode, operands, predicate, file, line, high word, target label]
+    label_index = {}  # label -> index of the instruction that follows it
+    function = file = line = None
+    for text_line in text.splitlines():
+        if m := _FILE.match(text_line):
+            file, line = m.group(1), int(m.group(2))
+        elif m := _INSTR.match(text_line):
+            body, pred = m.group(2), ""
+            if body.startswith("@"):
+                pred, body = body.split(None, 1)
+            opcode, _, operands = body.partition(" ")
+            target = _TARGET.search(operands)
+            rows.append([function, int(m.group(1), 16), opcode, operands.strip(), pred, file, line, None,
+                         target.group(1) if target else None])
+        elif (m := _HEX.match(text_line)) and rows and rows[-1][7] is None:
+            rows[-1][7] = int(m.group(1), 16)
+        elif m := _LABEL.match(text_line.strip()):
+            name = m.group(1)
+            label_index[name] = len(rows)
+            if not name.startswith(".L"):
+                function = name[len(".text."):] if name.startswith(".text.") else name
+    address = {name: rows[i][1] for name, i in label_index.items() if i < len(rows)}
+    funcs: dict = {}
+    for fn, addr, opcode, operands, pred, file, line, hi, target in rows:
+        control = (hi >> 41) if hi is not None else 0
+        funcs.setdefault(fn, []).append(Instr(addr, opcode, operands, pred, file, line, control,
+                                              address.get(target) if target else None))
+    return funcs
+
+
+def entry_function(funcs: dict, name: str | None = None) -> list:
+    """The kernel's own instructions: subroutines split off, and the padding after the final
+    `BRA self` (which follows the last EXIT) dropped."""
+    if name is None:
+        entries = [f for f in funcs if not f.startswith("$")]
+        if len(entries) != 1:
+            raise ValueError(f"expected one entry function, found {entries}")
+        name = entries[0]
+    instrs = funcs[name]
+    for i, ins in enumerate(instrs):
+        if ins.base == "BRA" and ins.target == ins.addr:
+            return instrs[:i]
+    return instrs
+
+
+@dataclass(eq=False)  # identity: loops key the regions
+class Loop:
+    start: int  # address of the first instruction of the body (the backward branch's target)
+    end: int  # address of the backward branch
+    file: str | None
+    line: int | None
+    children: list = field(default_factory=list)
+    source: "ForLoop | None" = None
+
+    def contains(self, addr: int) -> bool:
+        return self.start <= addr <= self.end
+
+
+def find_loops(instrs: list) -> list:
+    """Top-level loops (each with nested .children) from the backward branches. Branches back to the
+    same target close one loop (the last one is its end)."""
+    by_start: dict = {}
+    for ins in instrs:
+        # target == addr is the `BRA self` padding after EXIT, not a loop
+        if ins.base == "BRA" and ins.target is not None and ins.target < ins.addr:
+            loop = by_start.get(ins.target)
+            if loop is None or ins.addr > loop.end:
+                by_start[ins.target] = Loop(ins.target, ins.addr, ins.file, ins.line)
+    loops = sorted(by_start.values(), key=lambda lp: (lp.start, -lp.end))
+    top: list = []
+    stack: list = []
+    for loop in loops:
+        while stack and not stack[-1].contains(loop.start):
+            stack.pop()
+        if stack:
+            if loop.end > stack[-1].end:
+                raise ValueError(f"loops at {loop.start:#x} and {stack[-1].start:#x} overlap without nesting")
+            stack[-1].children.append(loop)
+        else:
+            top.append(loop)
+        stack.append(loop)
+    return top
+
+
+@dataclass(frozen=True)
+class ForLoop:
+    """A Python `for` statement: where it is, the function it is written in, its variable and range."""
+    file: str
+    line: int
+    function: str
+    var: str
+    text: str
+
+
+@functools.lru_cache(maxsize=None)
+def _for_statements(path: str) -> list:
+    """Every `for` statement of a Python file, as (ForLoop, last line of its body)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            if isinstance(child, ast.For):
+                var = ast.unparse(child.target)
+                found.append((ForLoop(path, child.lineno, name, var, f"for {var} in {ast.unparse(child.iter)}"),
+                              child.end_lineno))
+            visit(child, name)
+    visit(tree, None)
+    return found
+
+
+def source_loop(file: str | None, line: int | None, own_lines=frozenset(), taken=()) -> ForLoop:
+    """The Python `for` a SASS loop comes from. Its backward branch carries the line of the `for` or of
+    the last statement of the body: the candidates are the `for`s whose span holds that line; the
+    innermost one whose own line appears in the loop's own instructions (the induction variable's
+    update and test) wins, else the innermost not already given to a nested loop."""
+    if file is None or line is None or not os.path.exists(file):
+        raise ValueError(f"loop without usable line info ({file}:{line}); compile with line info (the default)")
+    spans = [(loop, end) for loop, end in _for_statements(file) if loop.line <= line <= end and loop not in taken]
+    if not spans:
+        raise ValueError(f"the loop closing at {file}:{line} is in no Python `for` statement")
+    spans.sort(key=lambda s: -s[0].line)  # innermost first
+    for loop, _ in spans:
+        if (file, loop.line) in own_lines:
+            return loop
+    return spans[0][0]
+
+
+def annotate(loops: list, instrs: list) -> list:
+    """Attach each loop's Python `for` (in place, nested loops first); returns the loops."""
+    def own_lines(loop):
+        inner = [c for c in loop.children]
+        return frozenset((i.file, i.line) for i in instrs
+                         if loop.contains(i.addr) and not any(c.contains(i.addr) for c in inner))
+
+    def visit(loop):
+        taken = [visit(child) for child in loop.children]
+        taken = [t for sub in taken for t in sub]
+        loop.source = source_loop(loop.file, loop.line, own_lines(loop), tuple(taken))
+        return taken + [loop.source]
+    for loop in loops:
+        visit(loop)
+    return loops
+
+
+def regions(instrs: list, loops: list) -> list:
+    """Split the instructions into (loop path, [Instr]) regions: the path is the tuple of enclosing
+    loops, outermost first (empty for code outside every loop); each instruction is in exactly one."""
+    out: dict = {}
+
+    def path_of(addr, candidates, path):
+        for loop in candidates:
+            if loop.contains(addr):
+                return path_of(addr, loop.children, path + (loop,))
+        return path
+    for ins in instrs:
+        out.setdefault(path_of(ins.addr, loops, ()), []).append(ins)
+    return list(out.items())
