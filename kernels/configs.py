@@ -11,7 +11,7 @@
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a block of 4 BG consecutive samples and an
   n-chunk of NC=16 features, W and AdamW state in global memory (L2-resident: one model's state is
   20 m n bytes), input_precision "ieee" or "tf32". tl.dot needs its inner dimension >= 16, hence
-  MP >= 16, NC = 16 and 4 BG >= 16. Chosen from ptxas -v for sm_90 (`python -m superpos.kernels.compile_check`):
+  MP >= 16, NC = 16 and 4 BG >= 16. Chosen from ptxas -v for sm_90 (`python -m superpos.compile_check`):
   Software pipelining of those loads is off (num_stages=1): it only adds registers here (sm_90, MP=32,
   ieee: 234 -> 205) and made sm_80 spill at MP=16 and MP=64 tf32. TILED gives (BG, warps) per (MP,
   precision): 124-251 registers, no spills on sm_90 and sm_80 for n=200..1024, m=1..64. Rejected

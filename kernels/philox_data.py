@@ -7,6 +7,8 @@ value is min(float32(word) * scale_i, ONE_BELOW).
 import triton
 import triton.language as tl
 
+from .specialize import kernel
+
 LANES = tl.constexpr(4)
 ONE_BELOW = tl.constexpr(0.99999994)  # largest float32 below 1.0 (exactly representable)
 
@@ -55,7 +57,7 @@ def batch_block(seed, step, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.c
     return tl.where(valid, word_to_feature(r, thr[None, :], scale[None, :]), 0.0), valid
 
 
-@triton.jit
+@kernel
 def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, out_ptr, step, n, B,
                          BG: tl.constexpr, NC: tl.constexpr):
     """Debug path: writes the block (4 BG samples x NC features) of the (B, n) batch that model

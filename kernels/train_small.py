@@ -9,6 +9,7 @@ import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
 from .philox_data import LANES, load_thresholds, philox_words, word_to_feature
+from .specialize import kernel
 
 
 @triton.jit
@@ -38,7 +39,7 @@ def _lane_grads(r, lane, g, B, thr, scale, W, bias, imp, coef, RELU: tl.constexp
     return loss, dW, tl.sum(gz, axis=0)
 
 
-@triton.jit
+@kernel
 def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                         seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, t0, n_steps, total_steps, log_every, n_log,

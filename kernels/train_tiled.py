@@ -21,6 +21,7 @@ import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
 from .philox_data import LANES, batch_block
+from .specialize import kernel
 from .train_small import log_loss
 
 
@@ -52,7 +53,10 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
     g_hi = tl.minimum(g_lo + SLICE // LANES, (B + LANES - 1) // LANES)
     loss = 0.0
     for g0 in range(g_lo, g_hi, BG):
-        later = g0 > g_lo  # the first tile starts the partial sums from zero
+        # the first tile starts the partial sums from zero; blocks, not a scalar bool (Triton 3.9's
+        # interpreter rejects a scalar comparison inside a mask: 'mask has unsupported dtype')
+        later_m = (offs_m * 0 + g0) > g_lo  # [MP]
+        later_c = (offs_c * 0 + g0) > g_lo  # [NC]
         # pass 1: h = x W^T
         h = tl.zeros((BG * LANES, MP), dtype=tl.float32)
         for c in range(0, n, NC):
@@ -77,9 +81,9 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
             if RELU:
                 gz = tl.where(z > 0.0, gz, 0.0)
             gh = tl.dot(gz, tl.trans(Wc), gh, input_precision=PREC)  # [4 BG, MP]
-            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw & later, other=0.0)
+            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw & later_m[:, None], other=0.0)
             tl.store(pW_ptr + o_p + cols[None, :], tl.dot(tl.trans(h), gz, dW, input_precision=PREC), mask=mw)
-            db = tl.load(pb_ptr + o_pb + cols, mask=mask_c & later, other=0.0)
+            db = tl.load(pb_ptr + o_pb + cols, mask=mask_c & later_c, other=0.0)
             tl.store(pb_ptr + o_pb + cols, db + tl.sum(gz, axis=0), mask=mask_c)
         tl.debug_barrier()
         # pass 3: dW += gh^T x
@@ -130,7 +134,7 @@ def _update(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_
         tl.store(vb_ptr + p_b, vb, mask=mask_c)
 
 
-@triton.jit
+@kernel
 def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, t0, n_steps, total_steps, log_every, n_log, n_slices,
@@ -158,7 +162,7 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
         tl.debug_barrier()
 
 
-@triton.jit
+@kernel
 def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
                         t, n, m, B, n_slices, coef,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr, SLICE: tl.constexpr,
@@ -169,7 +173,7 @@ def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_p
                  MP, NC, BG, SLICE, RELU, PREC)
 
 
-@triton.jit
+@kernel
 def _tiled_update_kernel(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr,
                          loss_ptr, t, n, m, n_slices, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps,
                          MP: tl.constexpr, NC: tl.constexpr):

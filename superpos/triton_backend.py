@@ -25,6 +25,29 @@ def _device(device) -> torch.device:
     raise ValueError("backend 'triton' needs a CUDA device (or TRITON_INTERPRET=1 to interpret on the CPU)")
 
 
+# The oldest GPU the kernels are compiled and checked for (superpos.compile_check): sm_75 (T4). tf32
+# tensor-core products need sm_80 (Ampere); Triton cannot build the tf32 tiled kernels for sm_75.
+MIN_CAPABILITY = (7, 5)
+TF32_MIN_CAPABILITY = (8, 0)
+
+
+def unsupported_reason(capability: tuple, input_precision: str = "ieee") -> str:
+    """Why the kernels cannot run on a GPU of this compute capability ("" when they can)."""
+    name = f"sm_{capability[0]}{capability[1]}"
+    if tuple(capability) < MIN_CAPABILITY:
+        return f"backend 'triton' needs a GPU of compute capability 7.5 or newer; this one is {name} (use backend='torch')"
+    if input_precision == "tf32" and tuple(capability) < TF32_MIN_CAPABILITY:
+        return f"input_precision 'tf32' needs compute capability 8.0 or newer; this GPU is {name} (use 'ieee')"
+    return ""
+
+
+def check_device(device: torch.device, input_precision: str) -> None:
+    if device.type == "cuda":
+        reason = unsupported_reason(torch.cuda.get_device_capability(device), input_precision)
+        if reason:
+            raise ValueError(reason)
+
+
 def as_uint32_bits(x: torch.Tensor) -> torch.Tensor:
     """int64 values in [0, 2^32) -> int32 tensor with the same 32 bits (the kernels bitcast back)."""
     return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
@@ -57,6 +80,7 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     from .kernels.train_tiled import train_tiled
 
     device = _device(device)
+    check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
     kcfg = choose_config(n, m, cfg.batch_size, input_precision)
     if kcfg.kind == "small":
