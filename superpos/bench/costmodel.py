@@ -252,7 +252,8 @@ class KernelProfile:
     registers: int
     stack_bytes: int
     shared_bytes: int
-    regions: list  # [(tuple of sass.ForLoop, Counter, warp cycles)]
+    loops: list  # top-level sass.Loop trees
+    regions: list  # [(tuple of enclosing sass.Loop, outermost first), Counter, warp cycles)]
 
 
 def profile_kernel(compiled) -> KernelProfile:
@@ -260,18 +261,50 @@ def profile_kernel(compiled) -> KernelProfile:
     res = sass.resource_usage(cubin)
     instrs = sass.entry_function(sass.parse(sass.disassemble(cubin)), res["function"])
     loops = sass.annotate(sass.find_loops(instrs), instrs)
-    regions = [(tuple(lp.source for lp in path), count_instructions(body), warp_cycles(body))
-               for path, body in sass.regions(instrs, loops)]
+    copies = sass.unroll_copies(instrs, loops)
+    instrs = [i for i in instrs if i.addr not in copies]
+    regions = [(path, count_instructions(body), warp_cycles(body)) for path, body in sass.regions(instrs, loops)]
     return KernelProfile(res["function"], compiled.metadata.num_warps, res["registers"], res["stack_bytes"],
-                         max(res["shared_bytes"], compiled.metadata.shared), regions)
+                         max(res["shared_bytes"], compiled.metadata.shared), loops, regions)
+
+
+def loop_trips(prof: KernelProfile, args: dict) -> dict:
+    """{sass.Loop: trips per entry of its parent}. SASS loops from one Python `for` are ptxas's versions
+    of it: where some hold nested loops and some do not, the ones without are the version for empty inner
+    loops and run only when an inner trip count is 0 (else the ones with); the unrolled loop and its
+    remainder then share the iterations out: the most unrolled takes N // U trips first."""
+    trips = {}
+
+    def runs(loop) -> bool:
+        inner = [trip_count(c.source, prof.name, args) for c in loop.children]
+        return not inner or all(n > 0 for n in inner)
+
+    def visit(siblings):
+        for source in dict.fromkeys(lp.source for lp in siblings):
+            group = [lp for lp in siblings if lp.source == source]
+            if len({bool(lp.children) for lp in group}) == 2:
+                nested = [lp for lp in group if lp.children]
+                chosen = nested if all(runs(lp) for lp in nested) else [lp for lp in group if not lp.children]
+                trips.update({lp: 0 for lp in group if lp not in chosen})
+                group = chosen
+            left = trip_count(source, prof.name, args)
+            group = sorted(group, key=lambda lp: -lp.unroll)
+            for i, loop in enumerate(group):  # the last (least unrolled) takes the rest: averages stay exact
+                trips[loop] = left / loop.unroll if i == len(group) - 1 else left // loop.unroll
+                left -= trips[loop] * loop.unroll
+        for loop in siblings:
+            visit(loop.children)
+    visit(prof.loops)
+    return trips
 
 
 def per_program(prof: KernelProfile, args: dict):
     """(counts summed over the program's warps, one warp's cycles) for one call's arguments."""
     total: Counter = Counter()
     cycles = 0.0
+    loop_trip = loop_trips(prof, args)
     for path, counts, warp_cyc in prof.regions:
-        trips = math.prod(trip_count(loop, prof.name, args) for loop in path)
+        trips = math.prod(loop_trip[loop] for loop in path)
         for key, value in counts.items():
             total[key] += value * trips * prof.num_warps
         cycles += warp_cyc * trips

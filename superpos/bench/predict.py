@@ -25,9 +25,9 @@ from pathlib import Path
 
 from . import costmodel as cm
 
-# The launcher's calls, recorded and compiled as a GPU would: switch to superpos.kernels.launch_capture
-# (issue 10, item 2) when it lands.
-from .launches import capture_launches, compile_launch, specialization_key  # noqa: E402
+# The launcher's calls, recorded without running and compiled as a GPU of that arch would build them.
+from ..kernels.as_launched import compile_launch
+from ..launch_capture import capture_launches
 
 PREDICTED_FILE = "predicted.jsonl"
 PREDICTED_BEGIN, PREDICTED_END = "<!-- predicted-table:begin -->", "<!-- predicted-table:end -->"
@@ -42,16 +42,18 @@ def philox_imad_per_call(arch: int = cm.ARCH) -> float:
     from .probes import philox_probe_launch
     with _own_cache():
         prof = cm.profile_kernel(compile_launch(philox_probe_launch(), arch))
-    (path, counts, _), = [r for r in prof.regions if r[0]]  # the one loop: one call per lane per trip
+    (_, counts, _), = [r for r in prof.regions if r[0]]  # the one loop: one call per lane per trip
     return float(counts["imad"])
 
 
-def floors(n: int, m: int, B: int, K: int, device: cm.Device) -> dict:
-    """Seconds per step for K models on the whole device, per bound (see the module docstring)."""
+def floors(n: int, m: int, B: int, K: int, device: cm.Device, philox_imad: float | None = None) -> dict:
+    """Seconds per step for K models on the whole device, per bound (see the module docstring);
+    `philox_imad`: IMAD-pipe instructions per Philox call (default: counted, philox_imad_per_call)."""
     hz = device.clock_ghz * 1e9 * device.sms
     calls = math.ceil(B / 4) * n * K
     fmas = 5 * m * n * B * K
-    return {"philox": calls / 32 * philox_imad_per_call() / (device.rates["imad"] * hz),
+    philox_imad = philox_imad_per_call() if philox_imad is None else philox_imad
+    return {"philox": calls / 32 * philox_imad / (device.rates["imad"] * hz),
             "fp32": fmas / (32 * device.rates["fp32+imad"] * hz),
             "tensor": fmas / (device.tensor_fmas_per_clk * hz),
             "tf32x3": 3 * fmas / (device.tensor_fmas_per_clk * hz)}
@@ -80,7 +82,7 @@ def _own_cache():
 def _profiles(launches: list, arch: int) -> tuple:
     """Profile of each launch (compiled once per specialization). A specialization that does not
     compile is costed with the most used compiled one of the same kernel, and reported."""
-    keys = [specialization_key(lc, arch) for lc in launches]
+    keys = [lc.specialization_key(arch) for lc in launches]
     compiled, errors = {}, {}
     for key, lc in zip(keys, launches):
         if key not in compiled and key not in errors:
@@ -128,7 +130,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     seconds = 0.0
     kernels: dict = {}
     for lc, prof in zip(launches, profiles):
-        cost = cm.launch_cost(prof, lc.args, lc.grid, dev)
+        cost = cm.launch_cost(prof, lc.bound(), lc.grid, dev)
         counts.update(cost.counts)
         seconds += cost.seconds
         seconds_by[cost.binding] += cost.seconds

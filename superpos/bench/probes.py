@@ -17,10 +17,10 @@ def _philox_probe_kernel(seed, out_ptr, step, n_iter, BLOCK: tl.constexpr):
 
 
 def philox_probe_launch():
-    """One warp, one Philox call per lane per loop trip; arguments as a launch would pass them."""
+    """The recorded launch of one warp making one Philox call per lane per loop trip (not run)."""
     import torch
 
-    from .launches import Launch
-    out = torch.empty(32, dtype=torch.int32)
-    return Launch(_philox_probe_kernel, (1,), {"seed": 12345, "out_ptr": out, "step": 7, "n_iter": 3, "BLOCK": 32},
-                  {"num_warps": 1})
+    from ..kernels.as_launched import recording
+    with recording() as launches:
+        _philox_probe_kernel[(1,)](12345, torch.empty(32, dtype=torch.int32), 7, 3, BLOCK=32, num_warps=1)
+    return launches[0]

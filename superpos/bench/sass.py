@@ -159,6 +159,7 @@ class Loop:
     line: int | None
     children: list = field(default_factory=list)
     source: "ForLoop | None" = None
+    unroll: int = 1  # iterations of the Python loop per trip of this SASS loop (see annotate)
 
     def contains(self, addr: int) -> bool:
         return self.start <= addr <= self.end
@@ -198,6 +199,7 @@ class ForLoop:
     function: str
     var: str
     text: str
+    end_line: int = 0  # last line of the body
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,8 +214,8 @@ def _for_statements(path: str) -> list:
             name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
             if isinstance(child, ast.For):
                 var = ast.unparse(child.target)
-                found.append((ForLoop(path, child.lineno, name, var, f"for {var} in {ast.unparse(child.iter)}"),
-                              child.end_lineno))
+                found.append((ForLoop(path, child.lineno, name, var, f"for {var} in {ast.unparse(child.iter)}",
+                                      child.end_lineno), child.end_lineno))
             visit(child, name)
     visit(tree, None)
     return found
@@ -236,21 +238,77 @@ def source_loop(file: str | None, line: int | None, own_lines=frozenset(), taken
     return spans[0][0]
 
 
-def annotate(loops: list, instrs: list) -> list:
-    """Attach each loop's Python `for` (in place, nested loops first); returns the loops."""
-    def own_lines(loop):
-        inner = [c for c in loop.children]
-        return frozenset((i.file, i.line) for i in instrs
-                         if loop.contains(i.addr) and not any(c.contains(i.addr) for c in inner))
+_COUNTDOWN = re.compile(r"^(U?R\d+), (?:U?P\d, )?\1, -0x([0-9a-f]+), U?RZ$")
 
+
+def own_instructions(loop: Loop, instrs: list) -> list:
+    """The loop's instructions outside its nested loops."""
+    return [i for i in instrs if loop.contains(i.addr) and not any(c.contains(i.addr) for c in loop.children)]
+
+
+def unroll_factor(body: list, source: "ForLoop") -> int:
+    """U of a loop ptxas unrolled U times: its trip counter, on the `for`'s own line, counts down by U
+    (`IADD3 Rn, Rn, -U`, or UIADD3 on the uniform datapath)."""
+    steps = [int(m.group(2), 16) for i in body
+             if i.opcode in ("IADD3", "UIADD3") and (i.file, i.line) == (source.file, source.line)
+             and (m := _COUNTDOWN.match(i.operands))]
+    return max(steps, default=1)
+
+
+def annotate(loops: list, instrs: list) -> list:
+    """Attach each loop's Python `for` (in place, nested loops first); returns the loops.
+
+    ptxas unrolls a small loop with a runtime trip count into an unrolled loop and a remainder loop,
+    siblings from the same `for`: where siblings share a `for`, each gets its unroll factor (the
+    remainder's is 1) so that the Python loop's iterations can be shared out among them."""
     def visit(loop):
-        taken = [visit(child) for child in loop.children]
-        taken = [t for sub in taken for t in sub]
-        loop.source = source_loop(loop.file, loop.line, own_lines(loop), tuple(taken))
+        taken = [t for child in loop.children for t in visit(child)]
+        own = own_instructions(loop, instrs)
+        loop.source = source_loop(loop.file, loop.line, frozenset((i.file, i.line) for i in own), tuple(taken))
         return taken + [loop.source]
+
+    def unrolls(siblings):
+        for loop in siblings:
+            if sum(s.source == loop.source for s in siblings) > 1:
+                loop.unroll = unroll_factor(own_instructions(loop, instrs), loop.source)
+            unrolls(loop.children)
     for loop in loops:
         visit(loop)
+    unrolls(loops)
     return loops
+
+
+def unroll_copies(instrs: list, loops: list) -> set:
+    """Addresses of the straight-line copies of an unrolled loop's body, which ptxas places outside its
+    loops (a peeled first iteration before the unrolled loop, a conditional block of U/2 iterations
+    between it and the remainder loop): they run only for some trip counts, and the unrolled and
+    remainder loops already account for every iteration (costmodel.loop_trips), so they are not counted.
+    The copies are the instructions, outside every loop, from just before the first of the `for`'s SASS
+    loops (back to the first instruction of its file outside the `for`'s lines) to the end of the last,
+    except the `for` line's own loop control."""
+    skip: set = set()
+
+    def in_for(ins, src):
+        return ins.file != src.file or src.line <= (ins.line or 0) <= src.end_line
+
+    def visit(siblings, parents):
+        floor = parents[-1].start if parents else -1
+        control = {(p.source.file, p.source.line) for p in parents}  # enclosing loops' control, interleaved
+        for src in dict.fromkeys(lp.source for lp in siblings):
+            group = [lp for lp in siblings if lp.source == src]
+            if max(lp.unroll for lp in group) == 1:
+                continue
+            lo, hi = min(lp.start for lp in group), max(lp.end for lp in group)
+            before = [i for i in instrs if floor < i.addr < lo]
+            while before and (in_for(before[-1], src) or (before[-1].file, before[-1].line) in control):
+                lo = before.pop().addr
+            skip.update(i.addr for i in instrs
+                        if lo <= i.addr <= hi and not any(lp.contains(i.addr) for lp in siblings)
+                        and in_for(i, src) and not (i.file == src.file and i.line == src.line))
+        for lp in siblings:
+            visit(lp.children, parents + [lp])
+    visit(loops, [])
+    return skip
 
 
 def regions(instrs: list, loops: list) -> list:
