@@ -60,10 +60,12 @@ def floors(n: int, m: int, B: int, K: int, device: cm.Device, philox_imad: float
 
 
 def _one_line(err: Exception) -> str:
-    """The telling line of a compile error (Triton's CompilationError leads with source context)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    told = [ln for ln in lines if "Error" in ln] or lines[-1:] or [""]
-    return f"{type(err).__name__}: {told[-1][:200]}"
+    """The root cause of a compile error in one line (Triton's CompilationError wraps it in source
+    context)."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and ln.strip() != "^"]
+    return f"{type(err).__name__}: {(lines[-1] if lines else '')[:200]}"
 
 
 @contextlib.contextmanager
@@ -126,7 +128,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     launches = capture_launches(workload.population(K), cfg, **options)
     profiles, distinct, uncompiled = _profiles(launches, arch)
 
-    counts, seconds_by = Counter(), Counter()
+    counts, seconds_by, resource_s = Counter(), Counter(), Counter()
     seconds = 0.0
     kernels: dict = {}
     for lc, prof in zip(launches, profiles):
@@ -134,6 +136,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
         counts.update(cost.counts)
         seconds += cost.seconds
         seconds_by[cost.binding] += cost.seconds
+        resource_s.update({k: v / (dev.clock_ghz * 1e9) for k, v in cost.cycles.items()})
         kernels.setdefault(prof.name, {"name": prof.name, "num_warps": prof.num_warps, "registers": prof.registers,
                                        "stack_bytes": prof.stack_bytes, "shared_bytes": prof.shared_bytes,
                                        "programs_per_sm": cost.resident, "launches": 0})["launches"] += 1
@@ -156,6 +159,8 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
         "predicted_ms_per_1000_steps": round(ms, 2),
         "binding": max(seconds_by, key=seconds_by.get),
         "binding_share": {k: round(v / seconds, 3) for k, v in seconds_by.most_common()},
+        # each resource's time summed over the launches, as if it alone bound: the runners-up
+        "resource_ms_per_1000_steps": {k: round(v * 1e6 / cfg.steps, 2) for k, v in resource_s.most_common()},
         "floor_ms_per_1000_steps": round(fl[floor_name], 2), "floor": floor_name,
         "floors_ms_per_1000_steps": {k: round(v, 2) for k, v in fl.items()},
         "registers": max(p.registers for p in distinct), "spill_bytes": max(p.stack_bytes for p in distinct),
