@@ -257,15 +257,15 @@ class KernelProfile:
 
 
 def profile_kernel(compiled) -> KernelProfile:
-    cubin = compiled.asm["cubin"]
-    res = sass.resource_usage(cubin)
-    instrs = sass.entry_function(sass.parse(sass.disassemble(cubin)), res["function"])
+    from ..kernels.as_launched import resource_usage
+    res = resource_usage(compiled)  # registers and stack from the cubin (cuobjdump -res-usage)
+    instrs = sass.entry_function(sass.parse(sass.disassemble(compiled.asm["cubin"])), compiled.metadata.name)
     loops = sass.annotate(sass.find_loops(instrs), instrs)
     copies = sass.unroll_copies(instrs, loops)
     instrs = [i for i in instrs if i.addr not in copies]
     regions = [(path, count_instructions(body), warp_cycles(body)) for path, body in sass.regions(instrs, loops)]
-    return KernelProfile(res["function"], compiled.metadata.num_warps, res["registers"], res["stack_bytes"],
-                         max(res["shared_bytes"], compiled.metadata.shared), loops, regions)
+    return KernelProfile(compiled.metadata.name, compiled.metadata.num_warps, res["registers"], res["stack"],
+                         res["shared"], loops, regions)
 
 
 def loop_trips(prof: KernelProfile, args: dict) -> dict:

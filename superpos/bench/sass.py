@@ -21,45 +21,13 @@ import ast
 import functools
 import os
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 
 
-def tool(name: str) -> str:
-    """Path of a CUDA binary tool shipped in the triton wheel (nvdisasm, cuobjdump)."""
-    import triton
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name} not found in the triton wheel ({path})")
-    return path
-
-
-def _run_on_cubin(args: list, cubin: bytes) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        proc = subprocess.run(args + [path], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{os.path.basename(args[0])} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def disassemble(cubin: bytes) -> str:
-    """SASS text with line info and instruction encodings (for the control bits)."""
-    return _run_on_cubin([tool("nvdisasm"), "-c", "-g", "-hex"], cubin)
-
-
-def resource_usage(cubin: bytes) -> dict:
-    """Registers per thread, stack (local memory incl. spills) and static shared memory, from
-    `cuobjdump -res-usage`, of the cubin's first (entry) function."""
-    text = _run_on_cubin([tool("cuobjdump"), "-res-usage"], cubin)
-    m = re.search(r"Function ([^\s:]+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", text)
-    if not m:
-        raise RuntimeError(f"no resource usage in cuobjdump output: {text.strip()[:200]}")
-    return {"function": m.group(1), "registers": int(m.group(2)), "stack_bytes": int(m.group(3)),
-            "shared_bytes": int(m.group(4)), "local_bytes": int(m.group(5))}
+    """SASS text with line info and instruction encodings (for the control bits), by the wheel's nvdisasm."""
+    from ..kernels.as_launched import _run_on_cubin
+    return _run_on_cubin("nvdisasm", ["-c", "-g", "-hex"], cubin)
 
 
 @dataclass(frozen=True)
@@ -283,31 +251,23 @@ def unroll_copies(instrs: list, loops: list) -> set:
     loops (a peeled first iteration before the unrolled loop, a conditional block of U/2 iterations
     between it and the remainder loop): they run only for some trip counts, and the unrolled and
     remainder loops already account for every iteration (costmodel.loop_trips), so they are not counted.
-    The copies are the instructions, outside every loop, from just before the first of the `for`'s SASS
-    loops (back to the first instruction of its file outside the `for`'s lines) to the end of the last,
-    except the `for` line's own loop control."""
+    A copy is an instruction of the enclosing region, before the end of the `for`'s last SASS loop, with
+    the source line (any file: bodies inline other functions) and opcode of an instruction of those
+    loops; the `for` line's own loop control is kept."""
     skip: set = set()
 
-    def in_for(ins, src):
-        return ins.file != src.file or src.line <= (ins.line or 0) <= src.end_line
-
-    def visit(siblings, parents):
-        floor = parents[-1].start if parents else -1
-        control = {(p.source.file, p.source.line) for p in parents}  # enclosing loops' control, interleaved
+    def visit(siblings, region):
         for src in dict.fromkeys(lp.source for lp in siblings):
             group = [lp for lp in siblings if lp.source == src]
             if max(lp.unroll for lp in group) == 1:
                 continue
-            lo, hi = min(lp.start for lp in group), max(lp.end for lp in group)
-            before = [i for i in instrs if floor < i.addr < lo]
-            while before and (in_for(before[-1], src) or (before[-1].file, before[-1].line) in control):
-                lo = before.pop().addr
-            skip.update(i.addr for i in instrs
-                        if lo <= i.addr <= hi and not any(lp.contains(i.addr) for lp in siblings)
-                        and in_for(i, src) and not (i.file == src.file and i.line == src.line))
+            hi = max(lp.end for lp in group)
+            body = {(i.file, i.line, i.opcode) for i in instrs if any(lp.contains(i.addr) for lp in group)}
+            skip.update(i.addr for i in region
+                        if i.addr < hi and (i.file, i.line, i.opcode) in body and (i.file, i.line) != (src.file, src.line))
         for lp in siblings:
-            visit(lp.children, parents + [lp])
-    visit(loops, [])
+            visit(lp.children, own_instructions(lp, instrs))
+    visit(loops, [i for i in instrs if not any(lp.contains(i.addr) for lp in loops)])
     return skip
 
 
