@@ -1,41 +1,51 @@
 #!/usr/bin/env bash
-# Everything a lent GPU should run, in parts that each fit one device call (a session has ~10 minutes of
-# command time in all, so part 1 is the one that matters most):
-#   bash bench/gpu_session.sh 1   # device info, the kernel and bench tests on the GPU, intro and uniform (~6 min)
-#   bash bench/gpu_session.sh 2   # geometry, phase and phase3 (~4 min)
-#   bash bench/gpu_session.sh 3   # scaling, K = 1 .. 1,000,000
+# Everything a lent GPU should run, as ONE device call of at most ~7 minutes (a session has 15 minutes of
+# device time in all, machine start included, so a second call can rerun what failed):
+#   bash bench/gpu_session.sh            # every step below, most valuable first (~6.7 min of timeouts)
+#   bash bench/gpu_session.sh STEP ...   # only these steps (a rerun): info tests small tiled sweep scaling
 # Results go to $OUT (the device tool brings that folder back; defaults to bench/results/gpu-session).
-# Every step has its own timeout and writes as it goes, so a step that runs long loses only itself.
-# Then, on the CPU machine: superpos bench --report $OUT/*.jsonl --readme bench/README.md --plot ...
+# Each step has its own timeout and writes as it goes, so a step that runs long loses only itself.
+# Then, on the CPU machine:
+#   superpos bench --report $OUT/results.jsonl --readme bench/README.md --plot bench/results/<device>-scaling.png
+# and commit $OUT's files under bench/results/ (device, versions and commit are in every row and in session.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-session}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 run() {  # run SECONDS NAME CMD...: stdout+stderr to $OUT/NAME.txt, exit status logged
     local limit=$1 name=$2; shift 2
     log "start $name: $*"
     timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-    log "end $name: exit $?"
+    log "end $name: exit $? after $SECONDS s of the session"
 }
 results="$OUT/results.jsonl"
-case "${1:-1}" in
-1)
-    { nvidia-smi; git rev-parse HEAD; python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-      python -c "import jax; print('jax', jax.__version__)"; } > "$OUT/device.txt" 2>&1
-    run 180 tests python -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_bench.py
-    run 60 bench_intro python -m superpos bench -w intro --out "$results" --time-budget 15 --table
-    run 150 bench_uniform python -m superpos bench -w uniform -b torch,torch-compile,jax,triton,triton-fused --out "$results" --time-budget 15 --table
-    ;;
-2)
-    run 120 bench_geometry python -m superpos bench -w geometry -b torch,torch-compile,jax,triton,triton-fused --out "$results" --time-budget 15 --no-measure-peak --table
-    run 150 bench_phase python -m superpos bench -w phase,phase3 --out "$results" --time-budget 15 --no-measure-peak --table
-    ;;
-3)
-    run 420 bench_scaling python -m superpos bench -w scaling --out "$results" --time-budget 15 --no-measure-peak --table
-    ;;
-*) echo "usage: bash bench/gpu_session.sh 1|2|3" >&2; exit 2 ;;
-esac
-log "done part ${1:-1}"
+bench() { python -m superpos bench --out "$results" --time-budget 10 --no-measure-peak --table "$@"; }
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(info tests small tiled sweep scaling)
+for step in "${steps[@]}"; do
+    case "$step" in
+    info)  # device and versions
+        { nvidia-smi; git rev-parse HEAD 2>/dev/null || echo "commit: see the session's checkout"
+          python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+          python -c "import jax; print('jax', jax.__version__)"; } >> "$OUT/session.log" 2>&1 ;;
+    tests)  # kernels vs reference at paper sizes, modes and alone-vs-crowd bit-identical, fault isolation,
+            # every launched specialization (steps 0, 1, 2), then the bench's own checks
+        run 100 tests python -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "gpu or fault or alone" ;;
+    small)  # the tiny-model kernels against torch, torch.compile and JAX
+        run 80 bench_small bench -w intro,phase,phase3 ;;
+    tiled)  # the tiled kernels, both precisions, both launch modes beside the automatic choice
+        run 110 bench_tiled bench -w uniform,geometry -b torch,torch-compile,jax,triton,triton-fused ;;
+    sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
+        rm -rf "$OUT/phase_run"
+        run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
+        # one file (at most 8 come back): draw the figures from it on the CPU with `superpos plot`
+        tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
+    scaling)  # K = 1 .. 1,000,000
+        run 50 bench_scaling bench -w scaling -b triton,torch ;;
+    *) echo "unknown step $step (info tests small tiled sweep scaling)" >&2; exit 2 ;;
+    esac
+done
+log "done: ${steps[*]}"

@@ -34,9 +34,15 @@ TILED_NC = 16
 # launch mode), so results do not depend on how many models share a launch. 128 = 2 tiles at BG=16.
 TILED_SLICE = 128
 FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave then costs under 12.5%
+# tf32x3 (fp32-accurate products on tensor cores: each operand split into a tf32 high part and a tf32
+# remainder, three tf32 products summed; Triton's own input_precision) holds three operand pairs live:
+# 222-255 registers at these blocks, spill-free on sm_90 and sm_80 in split mode only (its fused kernel
+# spilled 24 bytes on sm_80 at MP=32, BG=8; MP=64 spilled 16-1,400 bytes at BG=8..16).
 TILED = {(16, "ieee"): (16, 4), (16, "tf32"): (16, 8), (32, "ieee"): (16, 8), (32, "tf32"): (16, 8),
-         (64, "ieee"): (8, 16), (64, "tf32"): (16, 8)}  # (MP, precision) -> (BG, num_warps)
-PRECISIONS = ("ieee", "tf32")
+         (64, "ieee"): (8, 16), (64, "tf32"): (16, 8),
+         (16, "tf32x3"): (16, 8), (32, "tf32x3"): (8, 8), (64, "tf32x3"): (4, 8)}  # (MP, precision) -> (BG, warps)
+# ieee: float32 FMA (CUDA cores); tf32x3: float32-accurate on tensor cores; tf32: tensor cores, ~1e-3 products
+PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = max(16, MP)
     BG, warps = TILED[MP, input_precision]
     assert TILED_SLICE % (4 * BG) == 0
-    # MP=64: the fused kernel (both phases in one program) spills 4-76 bytes where the split ones do not.
+    # MP=64 (and tf32x3): the fused kernel (both phases in one program) spills where the split ones do not.
     return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=TILED_SLICE,
-                        fused_ok=MP <= 32)
+                        fused_ok=MP <= 32 and input_precision != "tf32x3")
 
 
 def use_split(cfg: KernelConfig, n_models: int, sm_count: int) -> bool:

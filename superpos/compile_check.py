@@ -31,7 +31,7 @@ CONSUMER_ARCHS = (75, 86, 89)
 ARCHS = PRIMARY_ARCHS + CONSUMER_ARCHS
 
 
-def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32"), activations=("relu", "linear")):
+def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear")):
     """[(label dict, Launch)] for every launch the launcher may make for this shape."""
     from .config import TrainConfig
     from .kernels.configs import choose_config
@@ -63,10 +63,11 @@ def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32
     return out
 
 
-def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32"), activations=("relu", "linear"),
+def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear"),
                    progress=None) -> list:
     """One row per distinct compile: the launch's label, the target, and the compiled resources (or the error)."""
     from .kernels.as_launched import compile_launch, resource_usage
+    from .triton_backend import unsupported_reason
 
     rows, seen = [], set()
     for n, m in shapes:
@@ -78,7 +79,11 @@ def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32"), acti
                     continue
                 seen.add(key)
                 row = {**label, "arch": f"sm_{arch}", "kernel": launch.name,
-                       "num_warps": launch.kwargs.get("num_warps", 4)}
+                       "num_warps": launch.kwargs.get("num_warps", 4), "refused": "", "compile_s": 0.0}
+                refused = unsupported_reason((arch // 10, arch % 10), label["precision"])
+                if refused:  # the launcher never runs this on such a GPU: record why, do not compile
+                    rows.append({**row, "refused": refused, "error": ""})
+                    continue
                 t = time.perf_counter()
                 try:
                     row.update(resource_usage(compile_launch(launch, arch)), error="")
@@ -103,9 +108,10 @@ def spills(row) -> bool:
 def verdict(rows) -> tuple[list, list, list]:
     """(failures on primary targets, spills on primary targets, problems on consumer targets)."""
     primary = {f"sm_{a}" for a in PRIMARY_ARCHS}
-    fail = [r for r in rows if r["arch"] in primary and r["error"]]
-    spill = [r for r in rows if r["arch"] in primary and not r["error"] and spills(r)]
-    other = [r for r in rows if r["arch"] not in primary and (r["error"] or spills(r))]
+    built = [r for r in rows if not r["refused"]]
+    fail = [r for r in built if r["arch"] in primary and r["error"]]
+    spill = [r for r in built if r["arch"] in primary and not r["error"] and spills(r)]
+    other = [r for r in built if r["arch"] not in primary and (r["error"] or spills(r))]
     return fail, spill, other
 
 
@@ -116,7 +122,7 @@ HEADER = (f"{'n':>5} {'m':>3} {'act':>6} {'prec':>5} {'mode':>6} {'arch':>6} {'k
 def format_row(r) -> str:
     return (f"{r['n']:>5} {r['m']:>3} {r['activation']:>6} {r['precision']:>5} {r['mode']:>6} {r['arch']:>6}"
             f" {r['kernel']:<22} {r['num_warps']:>5} {r.get('registers', '-'):>5} {r.get('stack', '-'):>6}"
-            f" {r.get('shared', '-'):>6} {r['compile_s']:>5}  {r['error']}")
+            f" {r.get('shared', '-'):>6} {r['compile_s']:>5}  {r['error'] or r['refused']}")
 
 
 def main(argv=None) -> int:
@@ -141,8 +147,10 @@ def main(argv=None) -> int:
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else (lambda r: print(format_row(r), flush=True))
     rows = compile_report(shapes, archs, progress=emit)
     fail, spill, other = verdict(rows)
-    summary = (f"{len(rows)} kernels compiled as launched for {', '.join(f'sm_{a}' for a in archs)}: "
-               f"{len(fail)} failed and {len(spill)} spilled on sm_90/sm_80; {len(other)} problems on other targets")
+    refused = sum(1 for r in rows if r["refused"])
+    summary = (f"{len(rows) - refused} kernels compiled as launched for {', '.join(f'sm_{a}' for a in archs)}"
+               f" ({refused} refused by the launcher on that target): {len(fail)} failed and {len(spill)} spilled"
+               f" on sm_90/sm_80; {len(other)} problems on other targets")
     print(summary, file=sys.stderr if args.json else sys.stdout)
     for r in other:
         what = r["error"] or f"{r['stack']} bytes of stack"

@@ -36,8 +36,8 @@ def unsupported_reason(capability: tuple, input_precision: str = "ieee") -> str:
     name = f"sm_{capability[0]}{capability[1]}"
     if tuple(capability) < MIN_CAPABILITY:
         return f"backend 'triton' needs a GPU of compute capability 7.5 or newer; this one is {name} (use backend='torch')"
-    if input_precision == "tf32" and tuple(capability) < TF32_MIN_CAPABILITY:
-        return f"input_precision 'tf32' needs compute capability 8.0 or newer; this GPU is {name} (use 'ieee')"
+    if input_precision in ("tf32", "tf32x3") and tuple(capability) < TF32_MIN_CAPABILITY:
+        return f"input_precision {input_precision!r} needs compute capability 8.0 or newer; this GPU is {name} (use 'ieee')"
     return ""
 
 

@@ -123,20 +123,23 @@ def test_every_output_is_written(n, m):
         assert not torch.isnan(t).any()
 
 
-@pytest.mark.parametrize("n,m,B", [(45, 20, 70), (40, 40, 33)])
-def test_tiled_kernel_over_several_batch_tiles(n, m, B):
+@pytest.mark.parametrize("n,m,B,prec", [(45, 20, 70, "ieee"), (40, 40, 33, "ieee"), (45, 20, 70, "tf32x3"),
+                                        (40, 40, 33, "tf32x3")])
+def test_tiled_kernel_over_several_batch_tiles(n, m, B, prec):
     """The tiled kernel with a batch of two tiles, the last one partial and not a multiple of the four
-    Philox lanes, n not a multiple of the 16-feature chunk, and both row widths (MP=32 and MP=64)."""
-    assert choose_config(n, m, B).kind == "tiled"
+    Philox lanes, n not a multiple of the 16-feature chunk, and both row widths (MP=32 and MP=64); tf32x3
+    has its own tiles (4 BG = 32 and 16 samples). (The interpreter's tl.dot is float32 at any precision.)"""
+    assert choose_config(n, m, B, prec).kind == "tiled"
     pop = _pop(n, m, 2)
     cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
-    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton")
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", input_precision=prec)
     x = sp.sample_batch(pop, 0, B).double()
     _, dW, db = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), True)
     _assert_close_after_one_step(got.W, ref.W, dW, cfg.lr)
     _assert_close_after_one_step(got.b, ref.b, db, cfg.lr)
     cfg = sp.TrainConfig(steps=6, batch_size=B, log_every=2, lr_schedule="cosine")
-    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", max_steps_per_launch=4)
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", max_steps_per_launch=4,
+                                               input_precision=prec)
     for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
         assert rel_err(a, b) < 1e-4
 
@@ -189,12 +192,15 @@ def test_fault_isolation_and_independence(n, m):
 
 
 @gpu
-@pytest.mark.parametrize("n,m,K", [(2, 1, 4096), (5, 2, 2048), (20, 5, 1024), (400, 30, 64)])
-def test_gpu_kernel_matches_reference_at_scale(n, m, K):
+@pytest.mark.parametrize("n,m,K,prec", [(2, 1, 4096, "ieee"), (5, 2, 2048, "ieee"), (20, 5, 1024, "ieee"),
+                                        (400, 30, 64, "ieee"), (400, 30, 64, "tf32x3"), (200, 20, 200, "tf32x3")])
+def test_gpu_kernel_matches_reference_at_scale(n, m, K, prec):
+    """ieee (FMA) and tf32x3 (tensor cores) are both float32-accurate: the same tolerance. The interpreter
+    computes every tl.dot in float32 whatever its precision, so only a GPU checks tf32x3's accuracy."""
     pop = _pop(n, m, K)
     cfg = sp.TrainConfig(steps=50, batch_size=1024, log_every=10)
     ref = sp.train(pop, cfg, backend="torch", device="cuda")
-    got = sp.train(pop, cfg, backend="triton")
+    got = sp.train(pop, cfg, backend="triton", input_precision=prec)
     assert rel_err(got.W, ref.W) < 1e-4 and rel_err(got.b, ref.b) < 1e-4
     assert rel_err(got.loss_history, ref.loss_history) < 1e-4
 
@@ -213,3 +219,26 @@ def test_gpu_split_and_fused_modes_are_bit_identical(prec):
 @pytest.mark.skipif(HAS_CUDA, reason="CPU-only behaviour")
 def test_auto_backend_falls_back_to_torch_without_cuda():
     assert sp.resolve_backend("auto") == "torch"
+
+
+@gpu
+@pytest.mark.parametrize("n,m", [(2, 1), (5, 2), (400, 30)])
+def test_gpu_every_launched_specialization_runs(n, m):
+    """Steps 0, 1 and 2 as separate launches (an int equal to 1 is what the JIT would specialize) give the
+    same bits as one three-step launch, in every launch mode."""
+    pop = _pop(n, m, 8)
+    cfg = sp.TrainConfig(steps=3, batch_size=1024, log_every=1)
+    whole = sp.train(pop, cfg, backend="triton")
+    modes = [{}] if n < 40 else [{"split": True}, {"split": False}]
+    for mode in modes:
+        stepwise = sp.train(pop, cfg, backend="triton", max_steps_per_launch=1, **mode)
+        assert torch.equal(stepwise.W, whole.W) and torch.equal(stepwise.loss_history, whole.loss_history)
+
+
+def test_launcher_refuses_gpus_it_cannot_build_for():
+    """One line naming the capability instead of a compile error deep inside Triton."""
+    from superpos.triton_backend import unsupported_reason
+    assert "7.5 or newer" in unsupported_reason((7, 0)) and "sm_70" in unsupported_reason((7, 0))
+    assert "'tf32'" in unsupported_reason((7, 5), "tf32") and unsupported_reason((7, 5), "ieee") == ""
+    assert unsupported_reason((8, 0), "tf32") == unsupported_reason((9, 0), "tf32") == ""
+    assert "'tf32x3'" in unsupported_reason((7, 5), "tf32x3") and unsupported_reason((8, 6), "tf32x3") == ""
