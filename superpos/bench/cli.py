@@ -165,10 +165,10 @@ def _run(args) -> int:
     return 1 if failed else 0
 
 
-def _check_precisions(precisions) -> None:
+def _check_precisions(precisions, allowed=("ieee", "tf32")) -> None:
     for prec in precisions or ():
-        if prec not in ("ieee", "tf32"):
-            raise ValueError(f"precision must be ieee or tf32, got {prec!r}")
+        if prec not in allowed:
+            raise ValueError(f"precision must be one of {', '.join(allowed)}, got {prec!r}")
 
 
 def _predict(args, workloads) -> int:
@@ -178,7 +178,8 @@ def _predict(args, workloads) -> int:
     from .costmodel import DEVICES
     if args.gpu not in DEVICES:
         raise ValueError(f"--gpu must be one of {', '.join(DEVICES)}, got {args.gpu!r}")
-    _check_precisions(args.precision)
+    from ..kernels.configs import PRECISIONS
+    _check_precisions(args.precision, PRECISIONS)
     rows = pr.predict_all(workloads, args.precision, args.gpu)
     out = pr.append_rows(args.out or pr.default_file(), rows)
     print(f"{len(rows)} predicted rows appended to {out}", file=sys.stderr)

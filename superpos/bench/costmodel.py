@@ -38,13 +38,14 @@ _FP32 = {"FFMA", "FMUL", "FADD", "FFMA32I", "FMUL32I", "FADD32I", "HFMA2", "HADD
 _IMAD = {"IMAD", "IMUL", "IMUL32I", "IMAD32I", "IDP", "IDP4A"}
 _ALU = {"IADD3", "IADD", "IADD32I", "LOP3", "LOP", "LOP32I", "SHF", "SHL", "SHR", "ISETP", "FSETP", "FSEL", "SEL",
         "FMNMX", "IMNMX", "VIMNMX", "IABS", "MOV", "MOV32I", "PRMT", "LEA", "PLOP3", "P2R", "R2P", "I2FP", "F2FP",
-        "BMSK", "BREV", "FLO", "POPC", "CS2R", "FCHK", "ISCADD", "VOTE", "IMNMX", "FSET", "ISET", "SGXT", "LEPC"}
+        "BMSK", "BREV", "FLO", "POPC", "CS2R", "FCHK", "ISCADD", "VOTE", "FSET", "ISET", "SGXT", "LEPC",
+        "VIADD", "VIADDMNMX"}  # VIADD*: sm_90's integer add (with min/max), assumed on the ALU like IADD3
 _XU = {"MUFU", "I2F", "F2I", "F2F", "FRND", "I2I"}
 _MMA = {"HMMA", "HGMMA", "IMMA", "DMMA", "BMMA"}
 _SHARED = {"LDS", "STS", "LDSM", "STSM", "ATOMS"}
 _LOCAL = {"LDL", "STL"}
 _GLOBAL = {"LDG", "STG", "ATOM", "ATOMG", "RED", "LD", "ST", "LDGSTS", "REDG"}
-_BARRIER = {"BAR", "MEMBAR", "WARPGROUP", "DEPBAR", "WARPSYNC", "BSYNC", "BSSY", "ERRBAR", "SYNCS"}
+_BARRIER = {"BAR", "MEMBAR", "WARPGROUP", "DEPBAR", "WARPSYNC", "BSYNC", "BSSY", "ERRBAR", "SYNCS", "FENCE"}
 _BRANCH = {"BRA", "BRX", "JMP", "CALL", "RET", "EXIT", "BPT", "YIELD", "NOP"}
 _CONST = {"LDC", "ULDC"}
 PIPES = ("fp32", "imad", "alu", "uniform", "xu", "shfl", "mma", "shared", "local", "global", "const", "barrier",

@@ -6,9 +6,9 @@ per pipe, predicted ms per 1,000 steps, the resource that binds, and the floor:
     philox   ceil(B/4) n Philox4x32-10 calls per model-step (each gives the 4 words of 4 samples'
              feature), at the IMAD-pipe instructions Triton emits for one call (philox_imad_per_call)
     fp32     5 m n B FMAs per model-step (10 m n FLOPs per sample) at the FP32 FMA peak (ieee)
-    tensor   the same FMAs at the TF32 wgmma peak (tf32)
+    tensor   the same FMAs at the TF32 wgmma peak (tf32); tf32x3: three times that (tf32x3)
 The floor is the larger of philox and the matmul bound of the precision; `floors` also holds
-`tf32x3` (three TF32 products, an fp32-accurate tensor-core path) for the large models.
+`tf32x3` (three TF32 products: the bound of the fp32-accurate tensor-core precision `tf32x3`).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from ..kernels.as_launched import compile_launch
 from ..launch_capture import capture_launches
 
 PREDICTED_FILE = "predicted.jsonl"
+MATMUL_FLOOR = {"ieee": "fp32", "tf32x3": "tf32x3", "tf32": "tensor"}  # the matmul bound of each precision
 PREDICTED_BEGIN, PREDICTED_END = "<!-- predicted-table:begin -->", "<!-- predicted-table:end -->"
 PIPE_FIELDS = ("fp32", "imad", "alu", "uniform", "xu", "shfl", "mma", "shared", "local", "global", "const",
                "barrier", "branch", "other")
@@ -143,7 +144,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     model_steps = K * cfg.steps
     per_step = {k: v / model_steps for k, v in counts.items()}
     fl = {k: v * 1e6 for k, v in floors(workload.n, workload.m, cfg.batch_size, K, dev).items()}  # s/step -> ms/1000
-    floor_name = max(("philox", "fp32" if precision == "ieee" else "tensor"), key=fl.get)
+    floor_name = max(("philox", MATMUL_FLOOR[precision]), key=fl.get)
     ms = seconds * 1e3 * 1000 / cfg.steps
     from .harness import git_commit, versions
     commit, dirty = git_commit()
@@ -171,9 +172,16 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     }
 
 
+def workload_precisions(workload) -> tuple:
+    """Every kernel precision for the workloads with matmuls worth a tensor core (those the bench measures
+    at several precisions), tf32x3 included; ieee for the tiny models (no tl.dot: precision does not apply)."""
+    from ..kernels.configs import PRECISIONS
+    return PRECISIONS if len(workload.precisions) > 1 else ("ieee",)
+
+
 def predict_all(workloads, precisions=None, device: str = "h100-sxm") -> list:
-    """Rows for every workload and each of its precisions (those of `precisions` it has, if given)."""
-    return [predict(w, prec, device) for w in workloads for prec in w.precisions
+    """Rows for every workload and each of its precisions (those of `precisions`, if given)."""
+    return [predict(w, prec, device) for w in workloads for prec in workload_precisions(w)
             if precisions is None or prec in precisions]
 
 
