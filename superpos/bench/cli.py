@@ -180,7 +180,7 @@ def _predict(args, workloads) -> int:
         raise ValueError(f"--gpu must be one of {', '.join(DEVICES)}, got {args.gpu!r}")
     from ..kernels.configs import PRECISIONS
     _check_precisions(args.precision, PRECISIONS)
-    rows = pr.predict_all(workloads, args.precision, args.gpu)
+    rows = pr.predict_all(workloads, args.precision, args.gpu, args.models)
     out = pr.append_rows(args.out or pr.default_file(), rows)
     print(f"{len(rows)} predicted rows appended to {out}", file=sys.stderr)
     if args.readme:

@@ -179,10 +179,11 @@ def workload_precisions(workload) -> tuple:
     return PRECISIONS if len(workload.precisions) > 1 else ("ieee",)
 
 
-def predict_all(workloads, precisions=None, device: str = "h100-sxm") -> list:
-    """Rows for every workload and each of its precisions (those of `precisions`, if given)."""
-    return [predict(w, prec, device) for w in workloads for prec in workload_precisions(w)
-            if precisions is None or prec in precisions]
+def predict_all(workloads, precisions=None, device: str = "h100-sxm", models=None) -> list:
+    """Rows for every workload, each of its precisions (those of `precisions`, if given) and each K of
+    `models` (default: the workload's largest K)."""
+    return [predict(w, prec, device, K) for w in workloads for prec in workload_precisions(w)
+            if precisions is None or prec in precisions for K in (models or [None])]
 
 
 def default_file() -> Path:
