@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import sass
 
