@@ -2,6 +2,7 @@
 
     superpos bench [--workload W] [--backend B] [--quick] [--steps N] [--repeats R] [--out FILE]
     superpos bench --report FILE.jsonl [--readme bench/README.md] [--plot OUT.png]
+    superpos bench --predict [--workload W] [--precision P] [--gpu h100-sxm|h200] [--json] [--readme README]
 
 Lists (W, B, --precision, --models) take comma-separated values. Without --quick a CUDA device is
 needed; --quick runs on the CPU with tiny K and steps and no triton (a CI smoke test).
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="write the log-log throughput-vs-K plot (PNG) here")
     p.add_argument("--plot-workload", default="scaling", help="workload the plot draws (default scaling)")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    p.add_argument("--predict", action="store_true",
+                   help="no GPU: predict each workload's speed from the kernels' SASS (the cost model), append "
+                        "rows to bench/results/predicted.jsonl (--out to choose) and print a table")
+    p.add_argument("--json", action="store_true", help="with --predict: print one JSON object per line")
+    p.add_argument("--gpu", default="h100-sxm", help="with --predict: the GPU modelled, h100-sxm (default) or h200")
     return p
 
 
@@ -132,6 +138,10 @@ def _run(args) -> int:
         return 0
     if args.report:
         return rep.report(args.report, readme=args.readme, plot=args.plot, plot_workload=args.plot_workload)
+    if args.predict:
+        return _predict(args, [get_workload(w) for w in (args.workload or list(WORKLOADS))])
+    if args.json or args.gpu != "h100-sxm":
+        raise ValueError("--json and --gpu go with --predict")
     if args.readme:
         raise ValueError("--readme goes with --report")
 
@@ -143,9 +153,7 @@ def _run(args) -> int:
     for b in args.backend or ():
         if b not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {b!r}")
-    for prec in args.precision or ():
-        if prec not in ("ieee", "tf32"):
-            raise ValueError(f"precision must be ieee or tf32, got {prec!r}")
+    _check_precisions(args.precision)
     device = args.device
     if args.quick:
         if device not in (None, "cpu"):
@@ -175,6 +183,34 @@ def _run(args) -> int:
               file=sys.stderr)
     failed = [r for r in rows if r["status"] == "error"]
     return 1 if failed else 0
+
+
+def _check_precisions(precisions, allowed=("ieee", "tf32")) -> None:
+    for prec in precisions or ():
+        if prec not in allowed:
+            raise ValueError(f"precision must be one of {', '.join(allowed)}, got {prec!r}")
+
+
+def _predict(args, workloads) -> int:
+    import json
+
+    from . import predict as pr
+    from .costmodel import DEVICES
+    if args.gpu not in DEVICES:
+        raise ValueError(f"--gpu must be one of {', '.join(DEVICES)}, got {args.gpu!r}")
+    from ..kernels.configs import PRECISIONS
+    _check_precisions(args.precision, PRECISIONS)
+    rows = pr.predict_all(workloads, args.precision, args.gpu, args.models)
+    out = pr.append_rows(args.out or pr.default_file(), rows)
+    print(f"{len(rows)} predicted rows appended to {out}", file=sys.stderr)
+    if args.readme:
+        print(f"predicted table written to {pr.update_readme(args.readme, rows)}", file=sys.stderr)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    else:
+        print(pr.markdown_table(rows, pr.measured_ms(rows)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -134,15 +134,16 @@ def markdown_table(rows) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def update_readme(readme, table: str) -> Path:
-    """Replace the text between the bench-table markers of `readme` with `table`."""
+def update_readme(readme, table: str, begin: str = TABLE_BEGIN, end: str = TABLE_END) -> Path:
+    """Replace the text between the `begin` and `end` markers (the bench-table ones by default) of
+    `readme` with `table`."""
     readme = Path(readme)
     text = readme.read_text()
-    if TABLE_BEGIN not in text or TABLE_END not in text:
-        raise ValueError(f"{readme} has no {TABLE_BEGIN} ... {TABLE_END} markers")
-    head, rest = text.split(TABLE_BEGIN, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(f"{head}{TABLE_BEGIN}\n{table}{TABLE_END}{tail}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{table}{end}{tail}")
     return readme
 
 

@@ -1,0 +1,341 @@
+"""Predicted speed of the Triton kernels from their SASS: `superpos bench --predict`.
+
+For a workload, the launcher's real calls are recorded (nothing runs), each distinct specialization is
+compiled for sm_90 through the JIT's binder, its SASS is counted per loop (superpos.bench.sass), the
+loops' trip counts come from each call's own arguments, and the sum over the calls of a whole training
+run gives warp instructions per model-step, per pipe. Time follows from a per-SM throughput table and
+the occupancy the registers allow. Every assumption is stated beside the number it sets.
+
+Static counting assumptions:
+- Every instruction in a loop's address range runs once per iteration (predicated-off instructions
+  still issue; ptxas's slow paths of IEEE sqrt/div are subroutines and are not counted, their inline
+  fast paths are). Code outside every loop runs once per program.
+- All warps of a program run the same instruction stream (true of these kernels: no warp
+  specialization), so a program's count is its per-warp count times num_warps.
+- Memory is conflict-free and fully coalesced: a warp's shared-memory access of w bytes per lane costs
+  ceil(32 w / 128) wavefronts; a global access moves 32 w bytes (masked-off lanes counted: an upper bound).
+- Trip counts: TRIP_COUNTS below, or the `range(...)` of a loop written in the kernel itself evaluated
+  on the call's arguments; an average over the programs where it varies (the last slice of a batch).
+"""
+from __future__ import annotations
+
+import ast
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from . import sass
+
+ARCH = 90
+
+# ---------------------------------------------------------------------------------------------------
+# Pipe classes of SASS opcodes (sm_90). Rates per class are in DEVICES below.
+# IMAD in all its forms (IMAD.WIDE/.HI/.MOV/.SHL/.IADD, IMUL) runs on the FMA-heavy half of the FMA
+# pipe: ptxas emits IMAD.MOV/.SHL/.IADD to move integer work off the ALU pipe, so they are counted as
+# IMAD, where they cost pipe time. MOV, I2FP (sm_90's full-rate int->float) and float compares/selects
+# are ALU. Conversions other than I2FP go to the XU pipe with MUFU.
+_FP32 = {"FFMA", "FMUL", "FADD", "FFMA32I", "FMUL32I", "FADD32I", "HFMA2", "HADD2", "HMUL2", "FSWZADD"}
+_IMAD = {"IMAD", "IMUL", "IMUL32I", "IMAD32I", "IDP", "IDP4A"}
+_ALU = {"IADD3", "IADD", "IADD32I", "LOP3", "LOP", "LOP32I", "SHF", "SHL", "SHR", "ISETP", "FSETP", "FSEL", "SEL",
+        "FMNMX", "IMNMX", "VIMNMX", "IABS", "MOV", "MOV32I", "PRMT", "LEA", "PLOP3", "P2R", "R2P", "I2FP", "F2FP",
+        "BMSK", "BREV", "FLO", "POPC", "CS2R", "FCHK", "ISCADD", "VOTE", "FSET", "ISET", "SGXT", "LEPC",
+        "VIADD", "VIADDMNMX"}  # VIADD*: sm_90's integer add (with min/max), assumed on the ALU like IADD3
+_XU = {"MUFU", "I2F", "F2I", "F2F", "FRND", "I2I"}
+_MMA = {"HMMA", "HGMMA", "IMMA", "DMMA", "BMMA"}
+_SHARED = {"LDS", "STS", "LDSM", "STSM", "ATOMS"}
+_LOCAL = {"LDL", "STL"}
+_GLOBAL = {"LDG", "STG", "ATOM", "ATOMG", "RED", "LD", "ST", "LDGSTS", "REDG"}
+_BARRIER = {"BAR", "MEMBAR", "WARPGROUP", "DEPBAR", "WARPSYNC", "BSYNC", "BSSY", "ERRBAR", "SYNCS", "FENCE"}
+_BRANCH = {"BRA", "BRX", "JMP", "CALL", "RET", "EXIT", "BPT", "YIELD", "NOP"}
+_CONST = {"LDC", "ULDC"}
+PIPES = ("fp32", "imad", "alu", "uniform", "xu", "shfl", "mma", "shared", "local", "global", "const", "barrier",
+         "branch", "other")
+
+
+def pipe_of(opcode: str) -> str:
+    """Class of one SASS opcode (mnemonic with modifiers)."""
+    base = opcode.split(".")[0]
+    if base in _CONST:
+        return "const"
+    if base.startswith("U") or base in ("S2UR", "R2UR", "VOTEU"):
+        return "uniform"  # the uniform datapath: one issue slot, no vector pipe time
+    for cls, names in (("fp32", _FP32), ("imad", _IMAD), ("alu", _ALU), ("xu", _XU), ("mma", _MMA),
+                       ("shared", _SHARED), ("local", _LOCAL), ("global", _GLOBAL), ("barrier", _BARRIER),
+                       ("branch", _BRANCH)):
+        if base in names:
+            return cls
+    return "shfl" if base == "SHFL" else "other"
+
+
+def access_bytes(opcode: str) -> int:
+    """Bytes per lane of a load/store: the width modifier (.64, .128, .U8 ...), 4 by default."""
+    mods = opcode.split(".")[1:]
+    for mod, width in (("128", 16), ("64", 8), ("U8", 1), ("S8", 1), ("U16", 2), ("S16", 2)):
+        if mod in mods:
+            return width
+    return 4
+
+
+def mma_fmas(opcode: str) -> int:
+    """Multiply-adds of one warp-instruction. HMMA.MNK: m16n8k4 / m16n8k8 / m16n8k16 per warp.
+    HGMMA.64xNxK is one warpgroup (4 warps) operation, issued by each of its warps: a quarter each."""
+    parts = opcode.split(".")
+    if parts[0] == "HGMMA":
+        m, n, k = (int(v) for v in parts[1].split("x"))
+        return m * n * k // 4
+    if parts[0] == "HMMA":
+        shape = parts[1]  # e.g. "1688" = 16 x 8 x 8, "16816" = 16 x 8 x 16
+        return 16 * 8 * int(shape[3:])
+    return 0
+
+
+def count_instructions(instrs) -> Counter:
+    """Warp instructions per pipe class, plus derived quantities: `shared_wavefronts`,
+    `local_wavefronts`, `global_bytes`, `mma_fmas` (and `wgmma_fmas` for HGMMA), `instructions`."""
+    c: Counter = Counter()
+    for ins in instrs:
+        cls = pipe_of(ins.opcode)
+        c[cls] += 1
+        c["instructions"] += 1
+        if cls in ("shared", "local"):
+            lanes_bytes = 32 * access_bytes(ins.opcode)
+            if ins.base in ("LDSM", "STSM"):  # .M88.N: N 8x8 b16 matrices = 128 N bytes
+                n = int(ins.opcode.split(".")[-1]) if ins.opcode.split(".")[-1].isdigit() else 1
+                lanes_bytes = 128 * n
+            c[f"{cls}_wavefronts"] += math.ceil(lanes_bytes / 128)
+        elif cls == "global":
+            c["global_bytes"] += 32 * access_bytes(ins.opcode)
+        elif cls == "mma":
+            c["mma_fmas"] += mma_fmas(ins.opcode)
+            if ins.base == "HGMMA":
+                c["wgmma_fmas"] += mma_fmas(ins.opcode)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------------
+# Latency of one warp: an in-order walk of the SASS with ptxas's own schedule. Each instruction takes
+# its stall count (>= 1 cycle); an instruction waiting on a scoreboard waits until the producer's
+# result is back. Fixed-latency pipes are covered by the stall counts; the variable ones need these
+# (assumptions, Hopper microbenchmarks, Luo et al. 2024, arXiv:2402.13499: shared ~30 cycles, L2 hit
+# ~260, L1 hit ~35): the walk restarts its scoreboards at every region.
+VARIABLE_LATENCY = {"global": 260, "local": 35, "shared": 30, "shfl": 25, "xu": 20, "const": 20, "mma": 35,
+                    "other": 20, "barrier": 20, "uniform": 10}
+READ_LATENCY = 4  # a scoreboard guarding a store's source registers clears once they are read
+
+
+def warp_cycles(instrs) -> int:
+    ready = [0] * 6
+    t = 0
+    for ins in instrs:
+        for sb in range(6):
+            if ins.wait_mask >> sb & 1:
+                t = max(t, ready[sb])
+        if (sb := ins.write_scoreboard) is not None:
+            ready[sb] = t + VARIABLE_LATENCY.get(pipe_of(ins.opcode), 20)
+        if (sb := ins.read_scoreboard) is not None:
+            ready[sb] = max(ready[sb], t + READ_LATENCY)
+        t += max(1, ins.stall)
+    return max([t] + ready)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Devices. Rates are warp-instructions per clock per SM unless named otherwise.
+@dataclass(frozen=True)
+class Device:
+    name: str
+    sms: int
+    clock_ghz: float
+    rates: dict
+    tensor_fmas_per_clk: float  # TF32 wgmma (dense), per SM
+    mma_sync_fmas_per_clk: float  # TF32 mma.sync (HMMA), per SM
+    l2_bytes_per_s: float  # whole chip
+    hbm_bytes_per_s: float
+    l2_bytes_per_clk_per_sm: float = 64.0
+    regs_per_sm: int = 65536
+    max_warps_per_sm: int = 64
+    max_blocks_per_sm: int = 32
+    shared_per_sm: int = 228 * 1024
+    launch_gap_us: float = 2.0
+
+
+# H100 SXM5 (sm_90): 132 SMs. Clock: 1.98 GHz, the boost clock the datasheet peaks assume (FP32
+# 67 TFLOP/s = 132 SMs x 128 FMA x 2 x 1.98 GHz); under sustained load the clock can sit near 1.755 GHz,
+# which makes every time here 13% longer.
+# Per-SM rates, CUDA C Programming Guide, "Arithmetic Instructions" throughput table, compute
+# capability 9.0 (results per clock per SM / 32 lanes): FP32 add/mul/fma 128 -> 4; 32-bit integer
+# multiply-add 64 -> 2 (the FMA-heavy half); integer add/logic/shift/compare 64 -> 2; warp shuffle 32
+# -> 1; MUFU (rcp, rsqrt, ex2, lg2) and type conversions 16 -> 0.5. Issue: 4 schedulers, one warp
+# instruction per clock each -> 4. Shared memory / L1: 32 banks x 4 B = 128 B per clock = 1 wavefront;
+# SHFL goes through the same MIO crossbar, so `lsu` counts shuffles and wavefronts together.
+# Tensor cores: TF32 dense 494.7 TFLOP/s at 1.83 GHz = 1024 FMA/clock/SM with wgmma (H100 datasheet);
+# mma.sync (HMMA) assumed at half that (Luo et al. 2024 measured legacy mma.sync well below wgmma on
+# Hopper). Global traffic of these kernels is L2-resident (model state and partial sums, 20 m n bytes per
+# model): L2 bandwidth assumed 5.5 TB/s for the chip (microbenchmark figures for H100 range 5.5-7 TB/s)
+# and 64 B per clock for one SM's port; HBM3 3.35 TB/s (not used: nothing here streams from HBM).
+_SM90_RATES = {"issue": 4.0, "fp32+imad": 4.0, "imad": 2.0, "alu": 2.0, "xu": 0.5, "lsu": 1.0}
+DEVICES = {
+    "h100-sxm": Device("NVIDIA H100 SXM (sm_90, 132 SMs, 1.98 GHz)", 132, 1.98, _SM90_RATES,
+                       1024.0, 512.0, 5.5e12, 3.35e12),
+    # H200: the same GH100 SM and clocks; only memory differs (HBM3e 4.8 TB/s, 141 GB).
+    "h200": Device("NVIDIA H200 (sm_90, 132 SMs, 1.98 GHz)", 132, 1.98, _SM90_RATES, 1024.0, 512.0, 5.5e12, 4.8e12),
+}
+
+
+def resource_cycles(c: Counter, device: Device) -> dict:
+    """Cycles one SM needs for counts `c` on each resource, if that resource alone bound."""
+    r = device.rates
+    return {
+        "issue": c["instructions"] / r["issue"],
+        "fp32+imad": (c["fp32"] + c["imad"]) / r["fp32+imad"],
+        "imad": c["imad"] / r["imad"],
+        "alu": c["alu"] / r["alu"],
+        "xu": c["xu"] / r["xu"],
+        "lsu": (c["shfl"] + c["shared_wavefronts"] + c["local_wavefronts"]) / r["lsu"],
+        "tensor": (c["wgmma_fmas"] / device.tensor_fmas_per_clk
+                   + (c["mma_fmas"] - c["wgmma_fmas"]) / device.mma_sync_fmas_per_clk),
+        "l2": c["global_bytes"] / device.l2_bytes_per_clk_per_sm,
+    }
+
+
+def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, device: Device) -> int:
+    """Resident programs (CTAs) per SM: registers (allocated per warp in units of 256, i.e. per thread
+    rounded up to 8), warps, CTA slots and shared memory (1 KB reserved per CTA)."""
+    regs_per_warp = math.ceil(max(registers, 1) * 32 / 256) * 256
+    by_regs = device.regs_per_sm // (regs_per_warp * num_warps)
+    by_warps = device.max_warps_per_sm // num_warps
+    by_shared = device.shared_per_sm // (shared_bytes + 1024)
+    return max(0, min(by_regs, by_warps, device.max_blocks_per_sm, by_shared))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trip counts of the loops that use values computed inside the kernel, keyed by (function the `for` is
+# written in, loop variable); `a` is a call's arguments (constexprs included). Loops written in the
+# kernel function over its own arguments need no entry (their range() is evaluated).
+def _tiles_per_slice(a) -> float:
+    """_slice_grads: tiles of BG groups (4 samples each) per slice of SLICE samples, averaged over the
+    n_slices slices (the last one may be short)."""
+    groups, per_slice = math.ceil(a["B"] / 4), a["SLICE"] // 4
+    tiles = [math.ceil(max(0, min(per_slice, groups - s * per_slice)) / a["BG"]) for s in range(a["n_slices"])]
+    return sum(tiles) / len(tiles)
+
+
+TRIP_COUNTS = {
+    ("_train_small_kernel", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
+    ("_slice_grads", "g0"): _tiles_per_slice,
+    ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
+    ("_update", "sl"): lambda a: a["n_slices"],
+    ("_update", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
+}
+
+
+def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
+    rule = TRIP_COUNTS.get((loop.function, loop.var))
+    if rule is not None:
+        return float(rule(args))
+    if loop.function == kernel:
+        call = ast.parse(loop.text[loop.text.index(" in ") + 4:], mode="eval").body
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "range":
+            names = {n.id for arg in call.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
+            if names <= set(args):
+                bounds = [eval(compile(ast.Expression(arg), "<range>", "eval"), {"__builtins__": {}},  # noqa: S307
+                               {k: args[k] for k in names}) for arg in call.args]
+                return float(len(range(*bounds)))
+    raise ValueError(f"no trip count for `{loop.text}` in {loop.function} ({loop.file}:{loop.line}): "
+                     f"add it to costmodel.TRIP_COUNTS")
+
+
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class KernelProfile:
+    """One compiled specialization: resources and, per loop region, counts and one warp's latency."""
+    name: str
+    num_warps: int
+    registers: int
+    stack_bytes: int
+    shared_bytes: int
+    loops: list  # top-level sass.Loop trees
+    regions: list  # [(tuple of enclosing sass.Loop, outermost first), Counter, warp cycles)]
+
+
+def profile_kernel(compiled) -> KernelProfile:
+    from ..kernels.as_launched import resource_usage
+    res = resource_usage(compiled)  # registers and stack from the cubin (cuobjdump -res-usage)
+    instrs = sass.entry_function(sass.parse(sass.disassemble(compiled.asm["cubin"])), compiled.metadata.name)
+    loops = sass.annotate(sass.find_loops(instrs), instrs)
+    copies = sass.unroll_copies(instrs, loops)
+    instrs = [i for i in instrs if i.addr not in copies]
+    regions = [(path, count_instructions(body), warp_cycles(body)) for path, body in sass.regions(instrs, loops)]
+    return KernelProfile(compiled.metadata.name, compiled.metadata.num_warps, res["registers"], res["stack"],
+                         res["shared"], loops, regions)
+
+
+def loop_trips(prof: KernelProfile, args: dict) -> dict:
+    """{sass.Loop: trips per entry of its parent}. SASS loops from one Python `for` are ptxas's versions
+    of it: where some hold nested loops and some do not, the ones without are the version for empty inner
+    loops and run only when an inner trip count is 0 (else the ones with); the unrolled loop and its
+    remainder then share the iterations out: the most unrolled takes N // U trips first."""
+    trips = {}
+
+    def runs(loop) -> bool:
+        inner = [trip_count(c.source, prof.name, args) for c in loop.children]
+        return not inner or all(n > 0 for n in inner)
+
+    def visit(siblings):
+        for source in dict.fromkeys(lp.source for lp in siblings):
+            group = [lp for lp in siblings if lp.source == source]
+            if len({bool(lp.children) for lp in group}) == 2:
+                nested = [lp for lp in group if lp.children]
+                chosen = nested if all(runs(lp) for lp in nested) else [lp for lp in group if not lp.children]
+                trips.update({lp: 0 for lp in group if lp not in chosen})
+                group = chosen
+            left = trip_count(source, prof.name, args)
+            group = sorted(group, key=lambda lp: -lp.unroll)
+            for i, loop in enumerate(group):  # the last (least unrolled) takes the rest: averages stay exact
+                trips[loop] = left / loop.unroll if i == len(group) - 1 else left // loop.unroll
+                left -= trips[loop] * loop.unroll
+        for loop in siblings:
+            visit(loop.children)
+    visit(prof.loops)
+    return trips
+
+
+def per_program(prof: KernelProfile, args: dict):
+    """(counts summed over the program's warps, one warp's cycles) for one call's arguments."""
+    total: Counter = Counter()
+    cycles = 0.0
+    loop_trip = loop_trips(prof, args)
+    for path, counts, warp_cyc in prof.regions:
+        trips = math.prod(loop_trip[loop] for loop in path)
+        for key, value in counts.items():
+            total[key] += value * trips * prof.num_warps
+        cycles += warp_cyc * trips
+    return total, cycles
+
+
+@dataclass
+class LaunchCost:
+    programs: int
+    counts: Counter  # whole launch
+    cycles: dict  # per resource, on the busiest SM, plus "latency"
+    seconds: float
+    binding: str
+    resident: int  # programs per SM
+
+
+def launch_cost(prof: KernelProfile, args: dict, grid: tuple, device: Device) -> LaunchCost:
+    """Time of one launch: the busiest SM runs ceil(programs / SMs) programs; it needs the most cycles of
+    any one resource for them, and at least one warp's latency per round of resident programs."""
+    programs = math.prod(grid)
+    counts, warp_cyc = per_program(prof, args)
+    resident = programs_per_sm(prof.registers, prof.num_warps, prof.shared_bytes, device)
+    if resident < 1:
+        raise ValueError(f"{prof.name}: {prof.registers} registers x {prof.num_warps} warps do not fit one SM")
+    per_sm = math.ceil(programs / device.sms)
+    cycles = {k: per_sm * v for k, v in resource_cycles(counts, device).items()}
+    cycles["latency"] = math.ceil(per_sm / resident) * warp_cyc
+    # the chip's L2 bandwidth, shared by all SMs
+    cycles["l2 (chip)"] = programs * counts["global_bytes"] / device.l2_bytes_per_s * device.clock_ghz * 1e9
+    binding = max(cycles, key=cycles.get)
+    seconds = cycles[binding] / (device.clock_ghz * 1e9) + device.launch_gap_us * 1e-6
+    return LaunchCost(programs, Counter({k: v * programs for k, v in counts.items()}), cycles, seconds, binding,
+                      resident)

@@ -1,0 +1,293 @@
+"""The SASS cost model (superpos.bench.sass, costmodel, predict): the counter on kernels whose instruction
+mix is known, the parser on hand-written SASS, and the prediction arithmetic on hand-computed cases.
+
+Compiling for a GPU target needs real @triton.jit functions, so those tests run in a subprocess without
+TRITON_INTERPRET (conftest sets it for the kernel tests). No test times anything.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("triton")
+
+from superpos.bench import costmodel as cm  # noqa: E402
+from superpos.bench import predict as pr  # noqa: E402
+from superpos.bench import sass  # noqa: E402
+
+ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+# Kernels with a known instruction mix: 5 dependent fused multiply-adds per iteration of a loop over a
+# runtime trip count, once flat and once nested. tl.fma makes each one FFMA whatever the fusion setting.
+PROBES = textwrap.dedent('''
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def fma_chain(acc, a, K_FMA: tl.constexpr):
+        for j in tl.static_range(K_FMA):  # unrolled by Triton: K_FMA dependent FFMA, no loop in the SASS
+            acc = tl.fma(acc, a, j + 1.0)
+        return acc
+
+    @triton.jit
+    def flat(x_ptr, out_ptr, n_iter, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        acc = tl.load(x_ptr + offs)
+        a = acc * 0.5
+        for i in range(n_iter):
+            acc = fma_chain(acc, a, 5)
+        tl.store(out_ptr + offs, acc)
+
+    @triton.jit
+    def nested(x_ptr, out_ptr, n_outer, n_inner, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        acc = tl.load(x_ptr + offs)
+        a = acc * 0.5
+        for j in range(n_outer):
+            acc = acc * 0.25
+            for i in range(n_inner):
+                acc = fma_chain(acc, a, 5)
+        tl.store(out_ptr + offs, acc)
+''')
+
+SCRIPT = '''
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import probe_kernels as pk
+from superpos.bench import costmodel as cm, predict as pr
+from superpos.kernels.as_launched import compile_launch, recording
+
+x = torch.zeros(32)
+with recording() as launches:
+    pk.flat[(1,)](x, x, 7, BLOCK=32, num_warps=1)
+    pk.nested[(1,)](x, x, 3, 6, BLOCK=32, num_warps=1)
+    pk.flat[(1,)](x, x, 11, BLOCK=32, num_warps=1)
+out = {}
+for name, lc in zip(("flat7", "nested", "flat11"), launches):
+    prof = cm.profile_kernel(compile_launch(lc, 90))
+    counts, cycles = cm.per_program(prof, lc.bound())
+    loops = []
+    def walk(ls, depth):
+        for lp in ls:
+            loops.append({"depth": depth, "line": lp.source.line, "var": lp.source.var, "unroll": lp.unroll,
+                          "function": lp.source.function})
+            walk(lp.children, depth + 1)
+    walk(prof.loops, 0)
+    out[name] = {"fp32": counts["fp32"], "loops": loops, "cycles": cycles}
+probe = pr.philox_imad_per_call()
+from superpos.bench.probes import philox_probe_launch
+lc = philox_probe_launch()
+prof = cm.profile_kernel(compile_launch(lc, 90))
+per_n = {}
+for n in (3, 7):
+    counts, _ = cm.per_program(prof, {**lc.bound(), "n_iter": n})
+    per_n[n] = counts["imad"]
+out["philox"] = {"per_call": probe, "imad_by_n_iter": per_n}
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("probes")
+    (tmp / "probe_kernels.py").write_text(PROBES)
+    # a cache of its own: Triton's cache key ignores the file, so a binary cached from another temporary
+    # copy of these kernels would name that (deleted) file in its line info
+    env = {**ENV, "TRITON_CACHE_DIR": str(tmp / "cache")}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), PROBES.splitlines()
+
+
+def _line_of(source_lines, text, after=0):
+    return next(i + 1 for i, ln in enumerate(source_lines) if i >= after and ln.strip().startswith(text))
+
+
+def test_fma_loop_counted_per_iteration_with_its_trip_count(compiled):
+    out, lines = compiled
+    # 5 FFMA per iteration plus the one FMUL before the loop; whatever ptxas's unrolling, the
+    # total follows the Python trip count exactly.
+    assert out["flat7"]["fp32"] == 5 * 7 + 1
+    assert out["flat11"]["fp32"] == 5 * 11 + 1
+    for_line = _line_of(lines, "for i in range(n_iter)")
+    assert out["flat7"]["loops"] and all(lp["line"] == for_line and lp["var"] == "i" and lp["function"] == "flat"
+                                         for lp in out["flat7"]["loops"])
+
+
+def test_nested_loops_map_to_their_for_and_multiply(compiled):
+    out, lines = compiled
+    # 5 FFMA x 6 inner x 3 outer, one FMUL per outer iteration, one before
+    assert out["nested"]["fp32"] == 5 * 6 * 3 + 3 + 1
+    start = _line_of(lines, "def nested")
+    outer, inner = _line_of(lines, "for j in", start), _line_of(lines, "for i in", start)
+    loops = out["nested"]["loops"]
+    assert {(lp["depth"], lp["var"], lp["line"]) for lp in loops} >= {(0, "j", outer), (1, "i", inner)}
+    assert all(lp["line"] == (outer if lp["depth"] == 0 else inner) for lp in loops)
+
+
+def test_latency_walk_grows_with_trip_count(compiled):
+    out, _ = compiled
+    # each dependent FFMA waits its result (>= 4 cycles on sm_90): the walk must see the chain
+    extra = out["flat11"]["cycles"] - out["flat7"]["cycles"]
+    assert extra >= 4 * 5 * 4
+
+
+def test_philox_call_imad_count(compiled):
+    out, _ = compiled
+    per_call = out["philox"]["per_call"]
+    by_n = {int(k): v for k, v in out["philox"]["imad_by_n_iter"].items()}
+    # one call per lane per trip: 4 more trips, 4 more calls' worth of IMADs
+    assert (by_n[7] - by_n[3]) / 4 == per_call
+    # Philox4x32-10 with counter (c0, step, 0, 0): 10 rounds x 2 32x32->64 multiplies; round 1's product of
+    # c2 = 0 folds away and round 2's product of the uniform word (step ^ key) is hoisted out of the loop,
+    # leaving 18 per-lane multiplies, each one IMAD.WIDE (both halves) up to IMAD.HI + IMAD.
+    assert 18 <= per_call <= 36
+
+
+SASS_TEXT = textwrap.dedent('''\
+    //--------------------- .text.k --------------------------
+    k:
+    .text.k:
+    \t//## File "{f}", line 3
+            /*0000*/                   MOV R1, c[0x0][0x28] ;          /* 0x00000a0000017a02 */
+                                                                        /* 0x000fe40000000f00 */
+    .L_x_1:
+    \t//## File "{f}", line 5
+            /*0010*/                   FFMA R2, R2, R3, R4 ;          /* 0x0000000302027223 */
+                                                                        /* 0x004fc80000000004 */
+    .L_x_0:
+            /*0020*/                   IMAD.WIDE.U32 R4, R5, R6, RZ ;  /* 0x0000000605047225 */
+                                                                        /* 0x000fca00078e00ff */
+    \t//## File "{f}", line 4
+            /*0030*/              @P0 BRA `(.L_x_0) ;               /* 0xfffffffc00000947 */
+                                                                        /* 0x000fea000383ffff */
+    \t//## File "{f}", line 2
+            /*0040*/              @P1 BRA `(.L_x_1) ;               /* 0xfffffff800000947 */
+                                                                        /* 0x000fea000383ffff */
+            /*0050*/                   EXIT ;                         /* 0x000000000000794d */
+                                                                        /* 0x000fea0003800000 */
+    .L_x_2:
+            /*0060*/                   BRA `(.L_x_2);                  /* 0xfffffffc00fc7947 */
+                                                                        /* 0x000fc0000383ffff */
+            /*0070*/                   NOP;                            /* 0x0000000000007918 */
+                                                                        /* 0x000fc00000000000 */
+    ''')
+
+SOURCE = "def k(n, m):\n    for j in range(n):\n        for i in range(m):\n            pass\n        x = 1\n"
+
+
+def test_parser_loops_and_control_bits(tmp_path):
+    src = tmp_path / "k.py"
+    src.write_text(SOURCE)
+    funcs = sass.parse(SASS_TEXT.format(f=src))
+    instrs = sass.entry_function(funcs)
+    assert [i.opcode for i in instrs] == ["MOV", "FFMA", "IMAD.WIDE.U32", "BRA", "BRA", "EXIT"]  # padding dropped
+    assert instrs[3].target == 0x20 and instrs[4].target == 0x10 and instrs[3].predicate == "@P0"
+    # control bits: hi word 0x004fc80000000004 >> 41 = 0x27e4: stall 4, yield 0, no write/read scoreboard,
+    # wait mask 0b000100 (scoreboard 2), reuse 0
+    ffma = instrs[1]
+    assert (ffma.stall, ffma.write_scoreboard, ffma.read_scoreboard, ffma.wait_mask) == (4, None, None, 0b100)
+    loops = sass.annotate(sass.find_loops(instrs), instrs)
+    assert len(loops) == 1 and len(loops[0].children) == 1
+    outer, inner = loops[0], loops[0].children[0]
+    # the outer branch carries line 2 (its `for`), the inner one line 4 (inside the inner for's span)
+    assert (outer.start, outer.end, outer.source.var, outer.source.line) == (0x10, 0x40, "j", 2)
+    assert (inner.start, inner.end, inner.source.var, inner.source.line) == (0x20, 0x30, "i", 3)
+    regions = {tuple(lp.source.var for lp in path): [i.opcode for i in body] for path, body in
+               sass.regions(instrs, loops)}
+    assert regions == {(): ["MOV", "EXIT"], ("j",): ["FFMA", "BRA"], ("j", "i"): ["IMAD.WIDE.U32", "BRA"]}
+    c = cm.count_instructions(instrs)
+    assert (c["fp32"], c["imad"], c["alu"], c["branch"], c["instructions"]) == (1, 1, 1, 3, 6)
+
+
+def test_pipe_classes_and_widths():
+    assert [cm.pipe_of(op) for op in ("FFMA", "IMAD.HI.U32", "IMAD.MOV.U32", "LOP3.LUT", "SHFL.BFLY", "MUFU.RSQ",
+                                      "HGMMA.64x16x8.F32.TF32", "LDS.128", "STL.64", "LDG.E.64", "UIADD3", "ULDC",
+                                      "BAR.SYNC.DEFER_BLOCKING")] == \
+        ["fp32", "imad", "imad", "alu", "shfl", "xu", "mma", "shared", "local", "global", "uniform", "const",
+         "barrier"]
+    assert cm.mma_fmas("HGMMA.64x16x8.F32.TF32") == 64 * 16 * 8 // 4
+    assert cm.mma_fmas("HMMA.1688.F32.TF32") == 16 * 8 * 8
+    fake = [sass.Instr(0, op, "", "", None, None, 0) for op in ("LDS.128", "LDS", "STS.64", "LDSM.16.M88.4", "STG.E.64")]
+    c = cm.count_instructions(fake)
+    assert c["shared_wavefronts"] == 4 + 1 + 2 + 4 and c["global_bytes"] == 32 * 8
+
+
+def _profile(per_warp: dict, warps: int, registers: int, latency: int) -> cm.KernelProfile:
+    counts = Counter(per_warp)
+    counts["instructions"] = sum(per_warp.values())
+    return cm.KernelProfile("hand", warps, registers, 0, 0, [], [((), counts, latency)])
+
+
+def test_launch_cost_by_hand():
+    dev = cm.DEVICES["h100-sxm"]
+    prof = _profile({"fp32": 400, "imad": 800, "alu": 100, "shfl": 50}, warps=4, registers=64, latency=1000)
+    cost = cm.launch_cost(prof, {}, (264,), dev)
+    # 264 programs on 132 SMs: 2 per SM. Per program (4 warps): 1,350 x 4 = 5,400 instructions, 1,600 FP32,
+    # 3,200 IMAD, 400 ALU, 200 SHFL. Cycles on one SM: issue 2 x 5,400 / 4 = 2,700; FMA pipe 2 x 4,800 / 4
+    # = 2,400; IMAD (heavy half) 2 x 3,200 / 2 = 3,200; ALU 400; LSU (shuffles) 400. 64 registers x 4 warps:
+    # 8 programs fit an SM, one round of latency: 1,000 cycles. IMAD binds: 3,200 cycles at 1.98 GHz plus
+    # the 2 us launch gap.
+    assert cost.resident == 8
+    assert cost.cycles["issue"] == 2700 and cost.cycles["fp32+imad"] == 2400 and cost.cycles["imad"] == 3200
+    assert cost.cycles["alu"] == 400 and cost.cycles["lsu"] == 400 and cost.cycles["latency"] == 1000
+    assert cost.binding == "imad"
+    assert cost.seconds == pytest.approx(3200 / 1.98e9 + 2e-6, rel=1e-12)
+    # one program of one warp at 255 registers: latency binds when the work is a single dependent chain
+    lone = cm.launch_cost(_profile({"fp32": 100}, warps=1, registers=255, latency=900), {}, (1,), dev)
+    assert lone.binding == "latency" and lone.cycles["latency"] == 900 and lone.cycles["issue"] == 25
+
+
+def test_occupancy_by_hand():
+    dev = cm.DEVICES["h100-sxm"]
+    assert cm.programs_per_sm(255, 8, 0, dev) == 1  # 256 regs x 32 x 8 = 65,536: the whole file
+    assert cm.programs_per_sm(168, 8, 0, dev) == 1  # 168 x 256 = 43,008: a second one does not fit
+    assert cm.programs_per_sm(64, 1, 0, dev) == 32  # 2,048 registers each: the 32-CTA limit binds
+    assert cm.programs_per_sm(32, 4, 100 * 1024, dev) == 2  # shared memory: 228 KB / (100 + 1) KB
+
+
+def test_floors_by_hand():
+    dev = cm.DEVICES["h100-sxm"]
+    f = pr.floors(n=2, m=1, B=1024, K=25_600, device=dev, philox_imad=32)
+    hz = 1.98e9 * 132
+    # 256 groups x 2 features x 25,600 models Philox calls per step, 32 lanes a warp, 32 IMAD each, 2 per clock
+    assert f["philox"] == pytest.approx(256 * 2 * 25_600 / 32 * 32 / (2 * hz))
+    # 5 m n B FMAs per model-step at 128 FMA lanes per clock per SM
+    assert f["fp32"] == pytest.approx(5 * 2 * 1024 * 25_600 / (128 * hz))
+    assert f["tensor"] == pytest.approx(5 * 2 * 1024 * 25_600 / (1024 * hz))
+    assert f["tf32x3"] == pytest.approx(3 * f["tensor"])
+    assert math.isclose(f["philox"] * 1e6, 25.07, rel_tol=1e-3)  # ms per 1,000 steps
+
+
+def test_trip_count_needs_a_rule_for_kernel_locals():
+    loop = sass.ForLoop("f.py", 3, "kern", "g0", "for g0 in range(0, groups, BG)")
+    with pytest.raises(ValueError, match="TRIP_COUNTS"):
+        cm.trip_count(loop, "kern", {"BG": 4})
+    assert cm.trip_count(sass.ForLoop("f.py", 3, "kern", "c", "for c in range(0, n, NC)"), "kern",
+                         {"n": 400, "NC": 16}) == 25
+
+
+def test_predict_cli_json(tmp_path):
+    out = tmp_path / "predicted.jsonl"
+    cmd = [sys.executable, "-m", "superpos.bench.cli", "--predict", "--json", "-w", "phase", "--out", str(out)]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert len(rows) == 1 and rows == [json.loads(line) for line in out.read_text().splitlines()]
+    r = rows[0]
+    for key in ("workload", "precision", "K", "warp_instructions_per_model_step", "predicted_ms_per_1000_steps",
+                "floor_ms_per_1000_steps", "floor", "binding", "registers", "spill_bytes", "device", "commit"):
+        assert key in r, key
+    assert (r["workload"], r["precision"], r["K"], r["floor"]) == ("phase", "ieee", 25_600, "philox")
+    assert r["binding"] in ("issue", "fp32+imad", "imad", "alu", "xu", "lsu", "tensor", "l2", "l2 (chip)", "latency")
+    assert r["warp_instructions_per_model_step"] == pytest.approx(sum(r["pipes_per_model_step"].values()), rel=1e-3)
+    assert r["predicted_ms_per_1000_steps"] >= r["floor_ms_per_1000_steps"] > 0
+    bad = subprocess.run(cmd[:-2] + ["--gpu", "a100", "--out", str(out)], env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--gpu" in bad.stderr
+    assert len(out.read_text().splitlines()) == 1  # nothing written
