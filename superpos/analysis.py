@@ -29,6 +29,12 @@ EDGE_THRESHOLD = 0.1
 structure needs to stay connected is 1/3 (tetrahedron; the square antiprism's squares too), while
 trained orthogonal factors keep residual overlaps of a few hundredths, so 0.1 sits between them."""
 
+SPLIT_THRESHOLDS = (0.15, 0.2, 0.25, 0.3)
+"""A component that forms no listed structure is split again with the edges above each of these in
+turn (geometry_components): trained models of many features keep cross-factor overlaps of 0.1-0.3
+that join their tetrahedra, triangles and pentagons into one component. The last stays below 1/3, the
+weakest overlap inside a listed structure, so no listed structure is ever cut apart."""
+
 RANK_TOL = 0.1
 """Singular values above RANK_TOL * the largest count toward the rank of a component's vectors: the
 listed structures are tight frames (all nonzero singular values equal), so any tolerance well below
@@ -236,23 +242,45 @@ def geometry_components(W, threshold: float = EDGE_THRESHOLD, represented: float
 
     A component of N represented features spanning d dimensions (rank, RANK_TOL) is a dedicated
     dimension, antipodal pair, triangle, tetrahedron, pentagon or square antiprism when (N, d) is
-    (1, 1), (2, 1), (3, 2), (4, 3), (5, 2) or (8, 3) and every member has D_i = d/N within DIM_RTOL;
-    otherwise "other". Each unrepresented feature is its own "not represented" component.
-    Returns a list of Component sorted by first feature.
+    (1, 1), (2, 1), (3, 2), (4, 3), (5, 2) or (8, 3) and every member has D_i = d/N within DIM_RTOL.
+    A component that is none of these is split along its stronger edges (SPLIT_THRESHOLDS, weakest
+    first, thresholds above `threshold` only) and its parts labelled the same way, so structures that
+    weak cross-talk joins are still found; what no split resolves is "other". Each unrepresented
+    feature is its own "not represented" component. Returns a list of Component sorted by first feature.
     """
     W = _single(W)
     G = geometry_graph(W, threshold, represented)
+    splits = tuple(t for t in SPLIT_THRESHOLDS if t > threshold)
     out = []
     for nodes in nx.connected_components(G):
         feats = tuple(sorted(nodes))
-        dims = tuple(G.nodes[i]["dimensionality"] for i in feats)
         if not G.nodes[feats[0]]["represented"]:
-            out.append(Component(feats, NOT_REPRESENTED, 0, dims))
+            out.append(Component(feats, NOT_REPRESENTED, 0, (G.nodes[feats[0]]["dimensionality"],)))
             continue
-        vectors = W[:, list(feats)]
-        rank = _rank(vectors)
-        out.append(Component(feats, _label(vectors, np.array(dims), rank), rank, dims))
+        out.extend(_labelled_parts(W, G, feats, splits))
     return sorted(out, key=lambda c: c.features[0])
+
+
+def _labelled_parts(W, G, feats: tuple, splits: tuple) -> list:
+    """[Component] for the represented features `feats`: one if they form a listed structure (or no
+    split is left), else the parts of the first threshold in `splits` that cuts them, labelled in turn."""
+    dims = tuple(G.nodes[i]["dimensionality"] for i in feats)
+    vectors = W[:, list(feats)]
+    rank = _rank(vectors)
+    label = _label(vectors, np.array(dims), rank)
+    if label != OTHER or len(feats) == 1:
+        return [Component(feats, label, rank, dims)]
+    for k, t in enumerate(splits):
+        strong = nx.Graph()
+        strong.add_nodes_from(feats)
+        strong.add_edges_from((i, j) for i, j, w in G.subgraph(feats).edges(data="weight") if w > t)
+        parts = [tuple(sorted(p)) for p in nx.connected_components(strong)]
+        if len(parts) > 1:
+            found = [c for p in parts for c in _labelled_parts(W, G, p, splits[k + 1:])]
+            if any(c.label != OTHER for c in found):
+                return found
+            break
+    return [Component(feats, OTHER, rank, dims)]
 
 
 def feature_structure(W, **kwargs) -> np.ndarray:
