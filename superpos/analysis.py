@@ -5,6 +5,10 @@ direction in model k), and return float64 numpy arrays with a leading K axis. Th
 (feature_norms .. summary_metrics, classify_phase) also accept one (m, n) matrix and treat it as K = 1:
 the result keeps its K = 1 axis. The geometry functions take one model's (m, n) matrix.
 
+The paper's later sections: set_cosines (correlated / anticorrelated feature sets), neuron_feature_weights
+and polysemantic_neurons (privileged basis), local_maps and adversarial_gain (exact worst-case output
+change under small L2 / L-infinity attacks; the model is piecewise linear).
+
 Everything reduces to two (K, n) quantities, ||W_i||^2 and sum_j (W_i . W_j)^2, computed as
 W_i^T (W W^T) W_i so that memory is O(K m n), never O(K n^2) (n = 400 with thousands of models).
 """
