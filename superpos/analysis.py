@@ -5,6 +5,10 @@ direction in model k), and return float64 numpy arrays with a leading K axis. Th
 (feature_norms .. summary_metrics, classify_phase) also accept one (m, n) matrix and treat it as K = 1:
 the result keeps its K = 1 axis. The geometry functions take one model's (m, n) matrix.
 
+The paper's later sections: set_cosines (correlated / anticorrelated feature sets), neuron_feature_weights
+and polysemantic_neurons (privileged basis), local_maps and adversarial_gain (exact worst-case output
+change under small L2 / L-infinity attacks; the model is piecewise linear).
+
 Everything reduces to two (K, n) quantities, ||W_i||^2 and sum_j (W_i . W_j)^2, computed as
 W_i^T (W W^T) W_i so that memory is O(K m n), never O(K n^2) (n = 400 with thousands of models).
 """
@@ -28,6 +32,12 @@ EDGE_THRESHOLD = 0.1
 """|W_i . W_j| above this: an edge of the feature-geometry graph. The weakest overlap any listed
 structure needs to stay connected is 1/3 (tetrahedron; the square antiprism's squares too), while
 trained orthogonal factors keep residual overlaps of a few hundredths, so 0.1 sits between them."""
+
+SPLIT_THRESHOLDS = (0.15, 0.2, 0.25, 0.3)
+"""A component that forms no listed structure is split again with the edges above each of these in
+turn (geometry_components): trained models of many features keep cross-factor overlaps of 0.1-0.3
+that join their tetrahedra, triangles and pentagons into one component. The last stays below 1/3, the
+weakest overlap inside a listed structure, so no listed structure is ever cut apart."""
 
 RANK_TOL = 0.1
 """Singular values above RANK_TOL * the largest count toward the rank of a component's vectors: the
@@ -236,23 +246,45 @@ def geometry_components(W, threshold: float = EDGE_THRESHOLD, represented: float
 
     A component of N represented features spanning d dimensions (rank, RANK_TOL) is a dedicated
     dimension, antipodal pair, triangle, tetrahedron, pentagon or square antiprism when (N, d) is
-    (1, 1), (2, 1), (3, 2), (4, 3), (5, 2) or (8, 3) and every member has D_i = d/N within DIM_RTOL;
-    otherwise "other". Each unrepresented feature is its own "not represented" component.
-    Returns a list of Component sorted by first feature.
+    (1, 1), (2, 1), (3, 2), (4, 3), (5, 2) or (8, 3) and every member has D_i = d/N within DIM_RTOL.
+    A component that is none of these is split along its stronger edges (SPLIT_THRESHOLDS, weakest
+    first, thresholds above `threshold` only) and its parts labelled the same way, so structures that
+    weak cross-talk joins are still found; what no split resolves is "other". Each unrepresented
+    feature is its own "not represented" component. Returns a list of Component sorted by first feature.
     """
     W = _single(W)
     G = geometry_graph(W, threshold, represented)
+    splits = tuple(t for t in SPLIT_THRESHOLDS if t > threshold)
     out = []
     for nodes in nx.connected_components(G):
         feats = tuple(sorted(nodes))
-        dims = tuple(G.nodes[i]["dimensionality"] for i in feats)
         if not G.nodes[feats[0]]["represented"]:
-            out.append(Component(feats, NOT_REPRESENTED, 0, dims))
+            out.append(Component(feats, NOT_REPRESENTED, 0, (G.nodes[feats[0]]["dimensionality"],)))
             continue
-        vectors = W[:, list(feats)]
-        rank = _rank(vectors)
-        out.append(Component(feats, _label(vectors, np.array(dims), rank), rank, dims))
+        out.extend(_labelled_parts(W, G, feats, splits))
     return sorted(out, key=lambda c: c.features[0])
+
+
+def _labelled_parts(W, G, feats: tuple, splits: tuple) -> list:
+    """[Component] for the represented features `feats`: one if they form a listed structure (or no
+    split is left), else the parts of the first threshold in `splits` that cuts them, labelled in turn."""
+    dims = tuple(G.nodes[i]["dimensionality"] for i in feats)
+    vectors = W[:, list(feats)]
+    rank = _rank(vectors)
+    label = _label(vectors, np.array(dims), rank)
+    if label != OTHER or len(feats) == 1:
+        return [Component(feats, label, rank, dims)]
+    for k, t in enumerate(splits):
+        strong = nx.Graph()
+        strong.add_nodes_from(feats)
+        strong.add_edges_from((i, j) for i, j, w in G.subgraph(feats).edges(data="weight") if w > t)
+        parts = [tuple(sorted(p)) for p in nx.connected_components(strong)]
+        if len(parts) > 1:
+            found = [c for p in parts for c in _labelled_parts(W, G, p, splits[k + 1:])]
+            if any(c.label != OTHER for c in found):
+                return found
+            break
+    return [Component(feats, OTHER, rank, dims)]
 
 
 def feature_structure(W, **kwargs) -> np.ndarray:
@@ -387,3 +419,175 @@ def theory_phase_n2m1(p, r) -> np.ndarray:
     losses = theory_losses_n2m1(p, r)
     stacked = np.stack([losses[name] for name in PHASES])
     return np.asarray(PHASES)[np.argmin(stacked, axis=0)].astype("<U13")
+
+
+# --- correlated and anticorrelated feature sets (section 2) ---------------------------------------
+def _check_sets(sets, n: int) -> list:
+    """`sets`: disjoint, non-empty lists of feature indices in [0, n)."""
+    if not isinstance(sets, (list, tuple)) or not sets:
+        raise ValueError(f"sets must be a non-empty list of lists of feature indices, got {sets!r}")
+    out, seen = [], set()
+    for s in sets:
+        members = [int(i) for i in s] if isinstance(s, (list, tuple, np.ndarray)) else None
+        if not members or any(not 0 <= i < n for i in members) or len(set(members)) != len(members):
+            raise ValueError(f"sets: each set must be a non-empty list of distinct indices in [0, {n}), got {s!r}")
+        if seen & set(members):
+            raise ValueError(f"sets: feature {sorted(seen & set(members))[0]} is in more than one set")
+        seen |= set(members)
+        out.append(members)
+    return out
+
+
+def set_cosines(W, sets):
+    """(within, across), each (K,): mean |cos(W_i, W_j)| over pairs i < j in the same set / in different sets.
+
+    Correlated features prefer orthogonal directions (within ~ 0) and anticorrelated ones antipodal
+    directions (within ~ 1); across-set pairs are what the sets are compared with. Only features in
+    some set count; a column below ZERO_NORM has no direction and is left out of every pair. NaN where
+    no pair of the kind is left.
+    """
+    W = _batch(W)
+    sets = _check_sets(sets, W.shape[2])
+    members = np.concatenate([np.asarray(s) for s in sets])
+    label = np.concatenate([np.full(len(s), k) for k, s in enumerate(sets)])
+    V = W[:, :, members]
+    norms = np.linalg.norm(V, axis=1)  # [K, N]
+    live = norms > ZERO_NORM
+    unit = V / np.where(live, norms, 1.0)[:, None, :]
+    cos = np.abs(unit.transpose(0, 2, 1) @ unit)  # [K, N, N]
+    pair = np.triu(np.ones((len(members),) * 2, dtype=bool), k=1)
+    same = label[:, None] == label[None, :]
+    both = live[:, :, None] & live[:, None, :] & pair
+    out = []
+    for kind in (same, ~same):
+        mask = both & kind
+        count = mask.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore"):
+            out.append(np.where(count > 0, (cos * mask).sum(axis=(1, 2)) / np.maximum(count, 1), np.nan))
+    return out[0], out[1]
+
+
+# --- privileged basis: neurons and features (section 5) -------------------------------------------
+MONOSEMANTIC_SHARE = 0.9
+"""A live neuron is monosemantic when one feature holds at least this share of its (positive) squared
+input weight, polysemantic otherwise. At 0.9 a second feature's weight is at most 1/3 of the first's
+(sqrt(0.1/0.9)); the decayed leftovers on unused features (~0.05 each) stay far below that."""
+
+
+def neuron_feature_weights(W, positive_only: bool = True) -> np.ndarray:
+    """(K, m, n) share of neuron j's squared input weight that feature i holds: w_ji^2 / sum_i w_ji^2.
+
+    W[k, j, i] is the weight from feature i to hidden neuron j (the privileged-basis model
+    h = ReLU(W x)). With positive_only (default) negative weights count as 0: inputs are
+    non-negative, so a neuron fires for feature i only through a positive weight. Rows of a dead
+    neuron (squared weight below ZERO_NORM^2) are all 0, others sum to 1 (the stacked bars).
+    """
+    W = _batch(W)
+    w2 = np.maximum(W, 0.0) ** 2 if positive_only else W**2
+    total = w2.sum(axis=2, keepdims=True)
+    return _safe_divide(w2, total, total > ZERO_NORM**2)
+
+
+def polysemantic_neurons(W, share: float = MONOSEMANTIC_SHARE, positive_only: bool = True) -> np.ndarray:
+    """(K,) number of live neurons whose largest feature share (neuron_feature_weights) is below `share`."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    shares = neuron_feature_weights(W, positive_only)
+    top = shares.max(axis=2)
+    live = shares.sum(axis=2) > 0
+    return (live & (top < share)).sum(axis=1).astype(np.int64)
+
+
+# --- adversarial vulnerability (section 4) --------------------------------------------------------
+MAX_EXACT_LINF_FEATURES = 22
+"""The L-infinity gain enumerates sign vectors of the features a local map reads (2^(n-1) of them);
+above this many it would take minutes per model, so it is refused rather than approximated."""
+_SIGN_CHUNK = 1 << 14
+
+
+def single_feature_inputs(n: int, value: float = 1.0) -> np.ndarray:
+    """(n, n) the inputs adversarial_gain uses by default: feature i alone at `value`, for each i.
+
+    A sparse model mostly sees one active feature at a time; value 1 (the top of Uniform[0, 1)) is
+    where every represented feature is read out past its (negative) bias."""
+    return value * np.eye(n)
+
+
+def local_maps(W, b, inputs, activation: str = "relu") -> np.ndarray:
+    """(K, B, n, n) the model's Jacobian dx'/dx at each input: diag(act'(W^T W x + b)) W^T W.
+
+    Exact where the model is differentiable: it is piecewise linear, and the map holds for every
+    perturbation that does not move an output's pre-activation across 0. ReLU'(0) is taken as 0.
+    `inputs`: (B, n) shared by every model, or (K, B, n).
+    """
+    W, b = _batch(W), _as_numpy(b)
+    K, _, n = W.shape
+    if activation not in ("relu", "linear"):
+        raise ValueError(f"activation must be 'relu' or 'linear', got {activation!r}")
+    b = b[None] if b.ndim == 1 else b
+    if b.shape != (K, n):
+        raise ValueError(f"b must have shape ({K}, {n}) to match W, got {b.shape}")
+    x = _as_numpy(inputs)
+    if x.ndim == 2:
+        x = np.broadcast_to(x, (K,) + x.shape)
+    if x.ndim != 3 or x.shape[0] != K or x.shape[2] != n:
+        raise ValueError(f"inputs must have shape (B, {n}) or ({K}, B, {n}), got {x.shape}")
+    gram = W.transpose(0, 2, 1) @ W  # [K, n, n]
+    if activation == "linear":
+        return np.broadcast_to(gram[:, None], (K, x.shape[1], n, n))
+    active = (x @ gram + b[:, None, :]) > 0  # [K, B, n]: gram is symmetric, so x @ gram = (gram x)^T
+    return active[..., None] * gram[:, None]
+
+
+def _max_over_signs(J: np.ndarray) -> float:
+    """max over s in {-1, 1}^n of ||J s||_2 = ||J||_{inf->2}, by enumeration (exact)."""
+    J = J[np.abs(J).sum(axis=1) > 0]  # outputs the map never moves
+    J = J[:, np.abs(J).sum(axis=0) > 0]  # inputs it never reads
+    if J.size == 0:
+        return 0.0
+    if J.shape[0] == 1:
+        return float(np.abs(J).sum())  # one output: pick every sign to add up
+    n = J.shape[1]
+    if n > MAX_EXACT_LINF_FEATURES:
+        raise ValueError(f"the exact L-infinity gain enumerates 2^(n-1) signs; a local map reads {n} features "
+                         f"(at most {MAX_EXACT_LINF_FEATURES})")
+    best = 0.0
+    total = 1 << (n - 1)  # s and -s give the same norm: fix the last sign to +1
+    bits = np.arange(n - 1, dtype=np.int64)
+    for start in range(0, total, _SIGN_CHUNK):
+        codes = np.arange(start, min(total, start + _SIGN_CHUNK), dtype=np.int64)
+        signs = np.ones((n, len(codes)))
+        signs[:-1] = 1.0 - 2.0 * ((codes[None, :] >> bits[:, None]) & 1)
+        best = max(best, float(np.sqrt(((J @ signs) ** 2).sum(axis=0).max())))
+    return best
+
+
+def adversarial_gain(W, b, activation: str = "relu", inputs=None, norm: str = "l2") -> np.ndarray:
+    """(K, B) worst-case output change per unit of input perturbation, at each input (exact).
+
+    For an attack delta with ||delta||_p <= eps the output moves by at most eps * ||J(x)||_{p->2},
+    J(x) = local_maps(...) the model's Jacobian at x, and the bound is attained: exactly, for every eps
+    small enough that x + delta stays in x's linear region (no output's pre-activation crosses 0).
+    norm "l2": ||J||_2, the largest singular value. norm "linf": max over sign vectors s of ||J s||_2,
+    found by enumerating them (exact; see MAX_EXACT_LINF_FEATURES). The attack may make inputs negative.
+    inputs: default single_feature_inputs(n); (B, n) or (K, B, n).
+
+    A linear model of the same shape that stores m features orthogonally (W^T W a projection) has gain
+    1 (L2) and sqrt(m) (L-infinity, m features along the axes) at every input: adversarial vulnerability
+    is the ratio to it (in the experiment, to the trained linear models at the same sparsity).
+    """
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    W = _batch(W)
+    J = local_maps(W, b, single_feature_inputs(W.shape[2]) if inputs is None else inputs, activation)
+    if norm == "l2":
+        return np.linalg.norm(J, ord=2, axis=(-2, -1))
+    out = np.empty(J.shape[:2])
+    for k in range(J.shape[0]):
+        cache = {}  # the same active set gives the same map (a linear model: one map for all inputs)
+        for i in range(J.shape[1]):
+            key = J[k, i].tobytes()
+            if key not in cache:
+                cache[key] = _max_over_signs(J[k, i])
+            out[k, i] = cache[key]
+    return out

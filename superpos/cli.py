@@ -1,7 +1,12 @@
 """`superpos` command line: run a sweep, plot a run, benchmark.
 
+<<<<<<< HEAD
     superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet] [--checkpoint-every S]
     superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--verbose]
+=======
+    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet]
+    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--models IDS]
+>>>>>>> i14
     superpos bench ...            (arguments go to superpos.bench.cli)
 
 Bad input (an invalid or missing spec, a DIR holding another run, a locked DIR) prints one line
@@ -73,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("dir", metavar="DIR", help="a run directory written by `superpos run`")
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="image format (default: png)")
     plot.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the figures (default: DIR/plots)")
+<<<<<<< HEAD
     plot.add_argument("--verbose", action="store_true", help="say why each skipped figure was skipped")
+=======
+    plot.add_argument("--models", default=None, metavar="IDS",
+                      help="model ids the per-model figures draw, e.g. 0,5,10-19 (default: best of seeds, "
+                           "at most 12 grid points)")
+>>>>>>> i14
     plot.set_defaults(func=_cmd_plot)
 
     sub.add_parser("bench", help="benchmarks (arguments are passed to superpos.bench.cli)", add_help=False)
@@ -114,6 +125,12 @@ def _cmd_plot(args) -> int:
         if e.name and e.name.startswith("superpos.plots"):
             return _error("plotting is not available in this installation (no superpos.plots)")
         raise
+<<<<<<< HEAD
+=======
+    outdir = Path(args.out) if args.out else Path(args.dir) / "plots"
+    models = plots.parse_model_ids(args.models) if getattr(args, "models", None) else None
+    written, skipped = plots.plot_run(run, outdir, args.format, models=models)
+>>>>>>> i14
     if getattr(args, "quiet", False):
         return 0
     for path in written:

@@ -14,7 +14,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Circle, Patch
+from matplotlib.ticker import MaxNLocator
 
 from . import analysis as A
 
@@ -28,7 +29,11 @@ STRUCTURE_COLORS = {"dedicated": "#222222", "antipodal pair": "#4477aa", "triang
                     A.OTHER: "#999933"}
 FRACTION_NAMES = ("1", "3/4", "2/3", "1/2", "2/5", "3/8", "1/3")
 FORMATS = ("png", "pdf", "svg")
-INTRO_MAX_MODELS = 12  # more columns than this stop being readable
+INTRO_MAX_MODELS = 12  # more columns than this stop being readable: a run with more draws a subset
+INTRO_MAX_FEATURES = 40  # a 1.6-inch W^T W heatmap resolves about this many rows; more show the first 40
+MAX_CHOSEN_MODELS = 60  # --models: panels beyond this are too small to read
+FEATURE_VECTOR_COLS = 10  # panels per row of the feature-vector figure
+HIGHLIGHT = "#d62728"  # the feature a non-uniform sweep varies
 FEW_CURVES = 12  # up to this many loss curves get a line and a legend entry each
 MAX_LOSS_CURVES = 300  # more models than this: their loss curves are drawn from an even sample
 GEOMETRY_PANELS = 4  # feature-geometry graphs drawn for this many sparsities
@@ -53,38 +58,118 @@ def _density_label(p: float) -> str:
 
 
 # --- intro figure ---------------------------------------------------------------------------------
-def plot_intro(W, feature_probability, title: str | None = None) -> Figure:
+def plot_intro(W, feature_probability, title: str | None = None, labels=None) -> Figure:
     """One column per model: W^T W above the ||W_i|| bars coloured by superposition (paper's intro).
 
-    W: (K, m, n); feature_probability: (K,) or (K, n) (a per-feature one is shown as its mean).
+    W: (K, m, n); feature_probability: (K,) or (K, n) (a per-feature one is shown as its mean);
+    labels: a title per column (default: the density). Past INTRO_MAX_FEATURES features only the first
+    INTRO_MAX_FEATURES are drawn (a 400-row heatmap in a 1.6-inch panel reads as noise); the figure says so.
     """
     W = A._batch(W)
     K, _, n = W.shape
     p = _model_density(feature_probability, K)
+    shown = min(n, INTRO_MAX_FEATURES)
+    norms, sup = A.feature_norms(W)[:, :shown], A.superposition(W)[:, :shown]
+    W = W[:, :, :shown]
     gram = W.transpose(0, 2, 1) @ W
-    norms, sup = A.feature_norms(W), A.superposition(W)
     vmax = float(np.abs(gram).max()) or 1.0
     fig = _figure(1.6 * K + 1.6, 4.6)
     axes = fig.subplots(2, K, squeeze=False)
     for k in range(K):
         top, bottom = axes[0, k], axes[1, k]
         image = top.imshow(gram[k], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        top.set_title(_density_label(p[k]), fontsize=9)
+        top.set_title(_density_label(p[k]) if labels is None else str(labels[k]), fontsize=9)
         top.set_xticks([])
         top.set_yticks([])
-        bottom.barh(np.arange(n), norms[k], color=SUPERPOSITION_CMAP(np.clip(sup[k], 0, 1)), height=0.8)
-        bottom.set_ylim(n - 0.5, -0.5)
+        bottom.barh(np.arange(shown), norms[k], color=SUPERPOSITION_CMAP(np.clip(sup[k], 0, 1)), height=0.8)
+        bottom.set_ylim(shown - 0.5, -0.5)
+        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))  # features have integer indices
         bottom.set_xlim(0, max(1.0, norms.max() * 1.05))
         bottom.set_xlabel(r"$\|W_i\|$", fontsize=9)
         bottom.tick_params(labelsize=7)
         if k:
             bottom.set_yticklabels([])
     axes[0, 0].set_ylabel(r"$W^TW$")
-    axes[1, 0].set_ylabel("feature i")
+    axes[1, 0].set_ylabel("feature i" if shown == n else f"feature i (first {shown} of {n})")
     fig.colorbar(image, ax=axes[0, :], label=r"$W_i \cdot W_j$", shrink=0.9)
     fig.colorbar(ScalarMappable(Normalize(0, 1), SUPERPOSITION_CMAP), ax=axes[1, :], shrink=0.9,
                  label=r"superposition $\sum_{j\neq i} (\hat W_i \cdot W_j)^2$")
     fig.suptitle(title or r"$W^TW$ and feature norms, coloured by superposition")
+    return fig
+
+
+# --- W's columns as vectors -----------------------------------------------------------------------
+def plane_coordinates(W):
+    """(coords (2, n), captured): one model's feature directions drawn in a plane.
+
+    m = 2: W itself (m = 1: the line, as the x-axis). m > 2: the projection onto the plane of W's two
+    largest singular directions, the plane holding the largest share of ||W||_F^2; `captured` is that
+    share (1 when m <= 2), so a reader knows how much of W the picture leaves out.
+    """
+    W = A._single(W)
+    m = W.shape[0]
+    if m <= 2:
+        return np.concatenate([W, np.zeros((2 - m, W.shape[1]))]), 1.0
+    U, s, _ = np.linalg.svd(W, full_matrices=False)
+    total = float((s**2).sum())
+    return U[:, :2].T @ W, float((s[:2] ** 2).sum() / total) if total > 0 else 1.0
+
+
+def _feature_colors(n: int, highlight):
+    if highlight is not None:
+        return ["#333333" if i != highlight else HIGHLIGHT for i in range(n)]
+    return [f"C{i % 10}" for i in range(n)] if n <= 10 else ["#333333"] * n
+
+
+def _draw_vectors(ax, W, highlight=None) -> float:
+    """Arrows from the origin to each feature's point in the plane; returns the captured share."""
+    coords, captured = plane_coordinates(W)
+    n = coords.shape[1]
+    colors = _feature_colors(n, highlight)
+    ax.add_patch(Circle((0, 0), 1.0, fill=False, ls=":", lw=0.8, color="0.6"))
+    ax.add_collection(LineCollection([[(0, 0), tuple(c)] for c in coords.T], colors=colors,
+                                     linewidths=1.4 if n <= 20 else 0.5))
+    ax.scatter(coords[0], coords[1], s=14 if n <= 20 else 3, color=colors, zorder=3)
+    if n <= 12:  # feature indices at the tips
+        for i, (x, y) in enumerate(coords.T):
+            r = math.hypot(x, y)
+            if r > 0.15:
+                ax.text(x * (1 + 0.22 / r), y * (1 + 0.22 / r), str(i), fontsize=7, ha="center", va="center",
+                        color=colors[i])
+    lim = 1.3 * max(1.0, float(np.abs(coords).max()))
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return captured
+
+
+def plot_feature_vectors(W, labels=None, highlight: int | None = None, ncols: int = FEATURE_VECTOR_COLS,
+                         title: str | None = None) -> Figure:
+    """W's columns drawn as vectors in the plane, one panel per model (the notebook's pentagon).
+
+    W: (K, m, n). m = 2 is drawn as is; m > 2 is projected (plane_coordinates) and each panel says
+    what share of ||W||_F^2 the plane holds. labels: a title per panel; highlight: a feature index drawn
+    in red (the one a non-uniform sweep varies). Panels wrap after `ncols`; the dotted circle is norm 1.
+    """
+    W = A._batch(W)
+    K, m, n = W.shape
+    cols = max(1, min(ncols, K))
+    rows = -(-K // cols)
+    fig = _figure(1.45 * cols + 0.3, 1.6 * rows + 0.7)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= K:
+            ax.set_axis_off()
+            continue
+        captured = _draw_vectors(ax, W[k], highlight)
+        lines = [] if labels is None else [str(labels[k])]
+        if m > 2:
+            lines.append(f"{100 * captured:.0f}% of $\\|W\\|_F^2$ in plane")
+        ax.set_title("\n".join(lines), fontsize=7)
+    where = "W's columns" if m <= 2 else f"W's columns projected on its top-2 singular plane (m = {m})"
+    fig.suptitle(title or where, fontsize=10)
     return fig
 
 
@@ -159,6 +244,22 @@ def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
 
 
+DENSE_NOTE = ("1/(1−S) = 1 (dense): D* = 1 while every D_i ≈ m/n. With equal importances the dense\n"
+              "optimum is any rank-m projection (rotation invariant): it spreads the m dimensions\n"
+              "over all n features instead of dedicating them to m of them.")
+
+
+def _note_dense(ax, density) -> None:
+    """Say on the figure why the dense end reads D* = 1 with every D_i near m/n (the paper says it in
+    words), in a band added below y = 0 so the note never covers a point."""
+    if np.any(np.isclose(_numpy(density), 1.0)):
+        bottom, top = ax.get_ylim()
+        ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= top])  # no ticks in the note's band
+        ax.set_ylim(bottom - 0.2 * (top - bottom), top)
+        ax.axhspan(bottom - 0.2 * (top - bottom), bottom - 0.01 * (top - bottom), color="#f4f4f4", zorder=0)
+        ax.text(0.01, 0.015, DENSE_NOTE, transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left", color="#444444")
+
+
 def plot_dims_per_feature(density, dstar, title: str | None = None) -> Figure:
     """D* = m/‖W‖²_F against 1/(1−S): the paper's uniform-superposition curve, sticky at 1 and 1/2."""
     fig = _figure(6.4, 4.2)
@@ -168,6 +269,7 @@ def plot_dims_per_feature(density, dstar, title: str | None = None) -> Figure:
     _draw_dstar(ax, density, dstar, label=r"$D^*$")
     ax.set_ylabel(r"dimensions per feature $D^* = m/\|W\|_F^2$")
     ax.set_ylim(0, max(1.15, np.nanmax(_numpy(dstar)) * 1.05) if np.isfinite(_numpy(dstar)).any() else 1.15)
+    _note_dense(ax, density)
     ax.set_title(title or "dimensions per feature")
     return fig
 
@@ -196,6 +298,7 @@ def plot_feature_dimensionality(density, dimensionality, dstar=None, title: str 
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
     ax.set_ylabel(r"feature dimensionality $D_i$")
     ax.set_ylim(-0.03, 1.1)
+    _note_dense(ax, density)
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or "feature dimensionality")
     return fig
@@ -307,6 +410,38 @@ def plot_loss_curves(steps, losses, labels=None, color_by=None, color_label: str
     return fig
 
 
+# --- adversarial vulnerability --------------------------------------------------------------------
+def plot_adversarial(density, vulnerability: dict, n_superposed, n_represented=None, title: str | None = None) -> Figure:
+    """Vulnerability against 1/(1−S) beside the number of features in superposition (paper, section 4).
+
+    density: (P,) one per grid point; vulnerability: name -> (P,) ratio of the ReLU model's worst-case
+    output change to the linear model's (1 = as robust as no superposition); n_superposed (and
+    optionally n_represented): (P,) feature counts of the same models.
+    """
+    x = 1.0 / _numpy(density).ravel()
+    order = np.argsort(x)
+    fig = _figure(10.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    left.axhline(1.0, color="tab:gray", ls="--", lw=1, label="linear model")
+    for (name, values), marker in zip(vulnerability.items(), "os^v"):
+        left.plot(x[order], _numpy(values).ravel()[order], marker=marker, ms=4, lw=1.4, label=name)
+    left.set_ylabel("vulnerability\n(worst-case output change ÷ linear model's)")
+    left.legend(fontsize=8)
+    right.plot(x[order], _numpy(n_superposed).ravel()[order], "o-", color="#ee7733", ms=4, lw=1.4,
+               label="in superposition")
+    if n_represented is not None:
+        right.plot(x[order], _numpy(n_represented).ravel()[order], "s--", color="#4477aa", ms=3, lw=1,
+                   label="represented")
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_ylabel("number of features")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
+    fig.suptitle(title or "adversarial vulnerability and superposition")
+    return fig
+
+
 # --- a whole run ----------------------------------------------------------------------------------
 class SkipFigure(Exception):
     """A run lacks what a figure needs; the message says what (reported by plot_run)."""
@@ -327,9 +462,9 @@ def _ok(rows):
     return rows
 
 
-def _weights(run, rows) -> np.ndarray:
-    W, _ = run.weights(rows["model_id"].tolist())
-    return _numpy(W)
+def _weights(run, rows, biases: bool = False):
+    W, b = run.weights(rows["model_id"].tolist())
+    return (_numpy(W), _numpy(b)) if biases else _numpy(W)
 
 
 def _varies(values) -> bool:
@@ -337,16 +472,22 @@ def _varies(values) -> bool:
     return np.unique(values[np.isfinite(values)]).size > 1
 
 
-def _uniform_sweep(rows):
-    """Rows of a sparsity sweep with uniform importance (what the D* and D_i figures are about)."""
+def _uniform_density(rows):
+    """Rows of a sparsity sweep (one density per model, several densities), densest first."""
     rows = _ok(rows)
     if not _varies(_column(rows, "feature_probability")):
         raise SkipFigure("feature_probability does not vary")
+    return rows[np.isfinite(_column(rows, "feature_probability"))]
+
+
+def _uniform_sweep(rows):
+    """Rows of a sparsity sweep with uniform importance (what the D* and D_i figures are about)."""
+    rows = _uniform_density(rows)
     for name in ("importance_decay", "relative_importance"):
         values = _column(rows, name)
         if np.any(np.isfinite(values) & (values != 1.0)):
             raise SkipFigure(f"importance is not uniform ({name} set)")
-    return rows[np.isfinite(_column(rows, "feature_probability"))]
+    return rows
 
 
 def _best(rows, by):
@@ -367,11 +508,76 @@ def _fig_loss_curves(run, rows, where):
     return plot_loss_curves(steps, losses, labels, color_by=density, title=f"training loss, {where}")
 
 
-def _fig_intro(run, rows, where):
-    if len(rows) > INTRO_MAX_MODELS:
-        raise SkipFigure(f"{len(rows)} models of this shape; the intro figure draws at most {INTRO_MAX_MODELS}")
+def _one_feature_scaling(rows):
+    """(feature, others' density, (k,) factors) when each row's densities are one value everywhere but at
+    one feature, the same feature and value in every row, and that feature's density varies
+    (sweep.feature_probability = {value, feature, factor}); else None."""
+    if "feature_probability_list" not in rows or rows["feature_probability_list"].isna().any():
+        return None
+    p = np.array(rows["feature_probability_list"].tolist(), dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        return None
+    for f in range(p.shape[1]):
+        others = np.delete(p, f, axis=1)
+        if np.all(others == others[0, 0]) and np.unique(p[:, f]).size > 1:
+            return f, float(others[0, 0]), p[:, f] / others[0, 0]
+    return None
+
+
+def _annotate(rows):
+    """(rows in display order with a `_label` column, highlighted feature or None, a note for titles).
+
+    Densest first and labelled by density; a one-feature-scaled sweep in increasing factor, labelled by
+    the factor, its feature highlighted."""
+    scaled = _one_feature_scaling(rows)
+    if scaled is None:
+        return rows.assign(_label=[_density_label(p) for p in _column(rows, "feature_probability")]), None, ""
+    feature, base, factor = scaled
+    rows = rows.assign(_label=[f"×{f:.3g}" for f in factor], _factor=factor)
+    note = f"feature {feature}'s density × factor (others {base:.3g})"
+    return rows.sort_values("_factor", kind="stable"), feature, note
+
+
+def _readable_subset(rows, models=None):
+    """(rows, note): the models chosen with --models, else the best of seeds per grid point and, past
+    INTRO_MAX_MODELS points, an even sample of INTRO_MAX_MODELS of them across the display order."""
     rows = _ok(rows)
-    return plot_intro(_weights(run, rows), _column(rows, "feature_probability"), title=f"{run.name}: {where}")
+    if models is not None:
+        rows = rows[rows["model_id"].isin(list(models))]
+        if rows.empty:
+            raise SkipFigure("none of the chosen --models has this shape")
+        if len(rows) > MAX_CHOSEN_MODELS:
+            raise SkipFigure(f"{len(rows)} models chosen; at most {MAX_CHOSEN_MODELS} panels are drawn")
+        rows, highlight, note = _annotate(rows)
+        return rows, highlight, f"models {', '.join(str(i) for i in rows['model_id'])}" + (f"; {note}" if note else "")
+    best = _best(rows, "point_id" if "point_id" in rows else "model_id")
+    best, highlight, note = _annotate(best)
+    seeds = "best of seeds" if len(best) < len(rows) else ""
+    if len(best) > INTRO_MAX_MODELS:
+        pick = np.unique(np.linspace(0, len(best) - 1, INTRO_MAX_MODELS).round().astype(int))
+        seeds = f"{len(pick)} of {len(best)} points, " + (seeds or "one model each") + " (choose with --models)"
+        best = best.iloc[pick]
+    return best, highlight, "; ".join(t for t in (note, seeds) if t)
+
+
+def _fig_intro(run, rows, where, models=None):
+    rows, _, note = _readable_subset(rows, models)
+    return plot_intro(_weights(run, rows), _column(rows, "feature_probability"), labels=list(rows["_label"]),
+                      title=f"{run.name}: {where}" + (f"\n{note}" if note else ""))
+
+
+def _fig_feature_vectors(run, rows, where, models=None):
+    """Every grid point (best of seeds) of a one-feature-scaled sweep in a row - the paper's deformation
+    figure - or the intro's readable subset."""
+    ok = _ok(rows)
+    if models is None and _one_feature_scaling(ok) is not None:
+        best = _best(ok, "point_id" if "point_id" in ok else "model_id")
+        rows, highlight, note = _annotate(best)
+        note += "; best of seeds" if len(best) < len(ok) else ""
+    else:
+        rows, highlight, note = _readable_subset(rows, models)
+    return plot_feature_vectors(_weights(run, rows), list(rows["_label"]), highlight,
+                                title=f"{run.name}: W's columns, {where}" + (f"\n{note}" if note else ""))
 
 
 def _fig_phase(run, rows, where):
@@ -412,9 +618,41 @@ def _fig_geometry(run, rows, where):
     return plot_geometry_graphs(_weights(run, rows), labels, title=f"{run.name}: {where}")
 
 
-FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("phase_diagram", _fig_phase),
-           ("dims_per_feature", _fig_dims_per_feature), ("feature_dimensionality", _fig_feature_dimensionality),
-           ("geometry_graphs", _fig_geometry))
+def _mean_gains(run, rows, activation: str) -> dict:
+    """Per row: the mean over single-feature inputs of the exact L2 and L-infinity gains."""
+    W, b = _weights(run, rows, biases=True)
+    return {norm: A.adversarial_gain(W, b, activation, norm=norm).mean(axis=1) for norm in ("l2", "linf")}
+
+
+def _fig_adversarial(run, rows, where):
+    act = str(rows["activation"].iloc[0]) if "activation" in rows else "relu"
+    if act != "relu":
+        raise SkipFigure("drawn for the ReLU models (beside the linear models of the same shape)")
+    table = run.table
+    n, m = int(rows["n_features"].iloc[0]), int(rows["n_hidden"].iloc[0])
+    linear = table[(_column(table, "activation", "relu") == "linear") & (table["n_features"] == n)
+                   & (table["n_hidden"] == m)]
+    if linear.empty:
+        raise SkipFigure("needs linear models of the same shape in the run (activation = [\"linear\", \"relu\"])")
+    relu = _best(_uniform_density(rows), "feature_probability")
+    linear = _best(_uniform_density(linear), "feature_probability").set_index("feature_probability")
+    relu = relu[relu["feature_probability"].isin(linear.index)].sort_values("feature_probability")
+    if len(relu) < 2:
+        raise SkipFigure("fewer than two densities with both a ReLU and a linear model")
+    gains = _mean_gains(run, relu, "relu")
+    reference = _mean_gains(run, linear.loc[relu["feature_probability"]].reset_index(), "linear")
+    ratio = {"L2 attack": gains["l2"] / reference["l2"], "L∞ attack": gains["linf"] / reference["linf"]}
+    summary = A.summary_metrics(_weights(run, relu))
+    return plot_adversarial(relu["feature_probability"], ratio, summary["n_superposed"], summary["n_represented"],
+                            title=f"{run.name}: {where} (best of seeds; exact gains at the {n} single-feature "
+                                  f"inputs, averaged)")
+
+
+FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_vectors", _fig_feature_vectors),
+           ("phase_diagram", _fig_phase), ("dims_per_feature", _fig_dims_per_feature),
+           ("feature_dimensionality", _fig_feature_dimensionality), ("geometry_graphs", _fig_geometry),
+           ("adversarial", _fig_adversarial))
+PER_MODEL_FIGURES = ("intro", "feature_vectors")  # the figures --models chooses the models of
 
 
 def _shapes(table):
@@ -424,30 +662,40 @@ def _shapes(table):
         yield int(n), int(m), str(act), rows
 
 
-def plot_run(run, outdir, fmt: str = "png", dpi: int = 130):
+def plot_run(run, outdir, fmt: str = "png", dpi: int = 130, models=None):
     """Draw every figure a loaded run allows into `outdir`; returns (written paths, [(figure, why skipped)]).
 
-    Figures are decided per model shape (n, m, activation) from run.table: loss curves always;
-    the intro figure for at most INTRO_MAX_MODELS models; a phase diagram when relative_importance
-    varies and (n, m) is (2, 1) or (3, 2); D*, D_i and geometry graphs for a sparsity sweep with
-    uniform importance. A figure whose data cannot be read (missing weights or loss history) is
-    skipped with the error as the reason, so one gap never stops the other figures.
+    Figures are decided per model shape (n, m, activation) from run.table: loss curves always; the
+    intro figure and W's columns as vectors (feature_vectors) for a readable subset - the best of seeds
+    per grid point, an even sample of INTRO_MAX_MODELS points past that, or the model ids in `models`
+    (--models); for a sweep scaling one feature's density, feature_vectors shows every point in a row
+    (the paper's deformation figure); a phase diagram when relative_importance varies and (n, m) is
+    (2, 1) or (3, 2); D*, D_i and geometry graphs for a sparsity sweep with uniform importance; the
+    adversarial-vulnerability figure for ReLU models with linear ones of the same shape beside them.
+    A figure whose data cannot be read (missing weights or loss history) is skipped with the error as
+    the reason, so one gap never stops the other figures.
     File names are FIGURE.FMT, or FIGURE_n{n}_m{m}_{activation}.FMT when the run has several shapes.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     written, skipped = [], []
     if run.table.empty or not {"model_id", "n_features", "n_hidden"} <= set(run.table.columns):
         return written, [("all figures", "the run's table has no finished models")]
+    if models is not None:
+        models = sorted({int(i) for i in models})
+        unknown = sorted(set(models) - set(run.table["model_id"].tolist()))
+        if not models or unknown:
+            raise ValueError(f"models: {'no model ids given' if not models else f'model {unknown[0]} is not in the run'}"
+                             f" (finished model ids are 0..{int(run.table['model_id'].max())})")
+    outdir.mkdir(parents=True, exist_ok=True)
     shapes = list(_shapes(run.table))
     for n, m, act, rows in shapes:
         suffix = f"_n{n}_m{m}_{act}" if len(shapes) > 1 else ""
         where = f"n={n}, m={m}, {act}"
         for name, build in FIGURES:
             try:
-                fig = build(run, rows, where)
+                fig = build(run, rows, where, models) if name in PER_MODEL_FIGURES else build(run, rows, where)
             except SkipFigure as why:
                 skipped.append((name + suffix, str(why)))
                 continue
@@ -458,3 +706,15 @@ def plot_run(run, outdir, fmt: str = "png", dpi: int = 130):
             fig.savefig(path, dpi=dpi)
             written.append(str(path))
     return written, skipped
+
+
+def parse_model_ids(text: str) -> list:
+    """`--models` syntax: comma-separated ids and inclusive ranges, e.g. "0,5,10-19" (ValueError naming --models)."""
+    ids = []
+    for part in str(text).split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        if not (lo.isdigit() and (not sep or hi.isdigit())) or (sep and int(hi) < int(lo)):
+            raise ValueError(f"--models: {part!r} is not a model id or a range like 10-19 (ids and ranges, comma-separated)")
+        ids.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return ids

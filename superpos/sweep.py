@@ -228,6 +228,43 @@ def _feature_probability(path: str, value) -> list:
     return values
 
 
+ONE_FEATURE_KEYS = ("value", "feature", "factor")
+
+
+def _one_feature_scaled(path: str, form: dict, n_values: list) -> list:
+    """{value = p, feature = i, factor = AXIS} -> axis of per-feature vectors: p everywhere, p * f at i.
+
+    The non-uniform experiments vary one feature's density against the others' (one vector per factor).
+    """
+    extra = [k for k in form if k not in ONE_FEATURE_KEYS]
+    if extra or len(form) != len(ONE_FEATURE_KEYS):
+        bad = extra[0] if extra else next(k for k in ONE_FEATURE_KEYS if k not in form)
+        raise ValueError(f"{path}.{bad}: {'unknown' if extra else 'missing'} key (a one-feature scaling "
+                         f"needs exactly {', '.join(ONE_FEATURE_KEYS)})")
+    if len(set(n_values)) != 1:
+        raise ValueError(f"{path}.factor: needs a single n_features, got {sorted(set(n_values))}")
+    n = n_values[0]
+    feature = form["feature"]
+    if not (isinstance(feature, int) and not isinstance(feature, bool) and 0 <= feature < n):
+        raise ValueError(f"{path}.feature: must be an integer in [0, {n}) (n_features = {n}), got {feature!r}")
+    value = form["value"]
+    if not _is_number(value):
+        raise ValueError(f"{path}.value: must be one number, got {_type_name(value)} {value!r}")
+    value = float(value)
+    factors = _number_list(f"{path}.factor", form["factor"])
+    _check_finite(f"{path}.value", [value], 0.0, True, "probability")
+    _check_finite(f"{path}.factor", factors, 0.0, True, "factor")
+    out = []
+    for i, f in enumerate(factors):
+        vector = [value] * n
+        vector[feature] = value * f
+        if not 0 < vector[feature] <= 1:
+            raise ValueError(f"{path}.factor" + (f"[{i}]" if len(factors) > 1 else "")
+                             + f": value * factor = {vector[feature]!r} is not a probability in (0, 1]")
+        out.append(vector)
+    return out
+
+
 def _importance(path: str, value) -> list:
     """`importance`: scalar -> [c]; flat list -> [one vector]; list of lists -> axis of vectors."""
     if isinstance(value, dict):
@@ -368,7 +405,11 @@ def resolve(raw: dict, quick: bool = False) -> dict:
 
     sw = sections["sweep"]
     n_values = axes.get("n_features", [base.get("n_features")])
-    fp = _feature_probability("sweep.feature_probability", sw.get("feature_probability", 1.0))
+    fp_raw = sw.get("feature_probability", 1.0)
+    if isinstance(fp_raw, dict) and "factor" in fp_raw:
+        fp = _one_feature_scaled("sweep.feature_probability", fp_raw, n_values)
+    else:
+        fp = _feature_probability("sweep.feature_probability", fp_raw)
     _check_list_lengths("sweep.feature_probability", fp, n_values)
     _check_combinations(axes, base, n_values, fp)
     given = [k for k in IMPORTANCE_KEYS if k in sw]

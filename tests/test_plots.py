@@ -152,9 +152,10 @@ def figure_names(paths):
 
 
 @pytest.mark.parametrize("run_name, expected", [
-    ("intro_run", ["intro", "loss_curves"]),
-    ("phase_run", ["loss_curves", "phase_diagram"]),
-    ("uniform_run", ["dims_per_feature", "feature_dimensionality", "geometry_graphs", "intro", "loss_curves"]),
+    ("intro_run", ["feature_vectors", "intro", "loss_curves"]),
+    ("phase_run", ["feature_vectors", "intro", "loss_curves", "phase_diagram"]),  # 9 points, best of 2 seeds
+    ("uniform_run", ["dims_per_feature", "feature_dimensionality", "feature_vectors", "geometry_graphs", "intro",
+                     "loss_curves"]),
 ])
 def test_plot_run_draws_the_figures_the_run_allows(run_name, expected, request, tmp_path):
     run = request.getfixturevalue(run_name)
@@ -175,7 +176,7 @@ def test_plot_run_on_a_run_missing_data(uniform_run, tmp_path):
     assert figure_names(written) == ["dims_per_feature", "loss_curves"]
     assert all(p.endswith(".svg") for p in written)
     reasons = dict(skipped)
-    for name in ("intro", "feature_dimensionality", "geometry_graphs"):
+    for name in ("intro", "feature_vectors", "feature_dimensionality", "geometry_graphs"):
         assert "weights not stored" in reasons[name]
     assert "phase diagrams are for (n, m) = (2, 1) or (3, 2)" in reasons["phase_diagram"]
 
@@ -190,9 +191,9 @@ def test_plot_run_with_several_shapes_and_a_diverged_model(intro_run, phase_run,
     run = FakeRun("mixed", table, W=_Indexable(W), b=_Indexable([w[0] * 0 for w in W]), steps=intro_run.steps,
                   losses=np.concatenate([intro_run.losses.numpy(), phase_run.losses.numpy()]), missing=("loss",))
     written, skipped = P.plot_run(run, tmp_path, dpi=DPI)
-    assert figure_names(written) == ["intro_n5_m2_relu", "phase_diagram_n2_m1_relu"], skipped
+    assert figure_names(written) == ["feature_vectors_n2_m1_relu", "feature_vectors_n5_m2_relu", "intro_n2_m1_relu",
+                                     "intro_n5_m2_relu", "phase_diagram_n2_m1_relu"], skipped
     assert "loss history not stored" in dict(skipped)["loss_curves_n5_m2_relu"]
-    assert "at most 12" in dict(skipped)["intro_n2_m1_relu"]
 
 
 class _Indexable(list):
@@ -212,3 +213,151 @@ def test_plot_run_on_an_empty_run(tmp_path):
 def test_plot_run_rejects_unknown_format(uniform_run, tmp_path):
     with pytest.raises(ValueError, match="fmt"):
         P.plot_run(uniform_run, tmp_path, fmt="jpg")
+
+
+# --- W's columns as vectors, readable subsets, --models -------------------------------------------
+def test_plane_coordinates():
+    a = 2 * np.pi * np.arange(5) / 5
+    pentagon = np.stack([np.cos(a), np.sin(a)])
+    coords, captured = P.plane_coordinates(pentagon)
+    np.testing.assert_array_equal(coords, pentagon)
+    assert captured == 1.0
+    coords, _ = P.plane_coordinates(pentagon[:1])  # m = 1: the line drawn as the x-axis
+    np.testing.assert_array_equal(coords, np.stack([pentagon[0], np.zeros(5)]))
+    # a planar W inside m = 4: the projection keeps every dot product and all of ||W||_F^2
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))
+    planar = q[:, :2] @ pentagon
+    coords, captured = P.plane_coordinates(planar)
+    np.testing.assert_allclose(coords.T @ coords, pentagon.T @ pentagon, atol=1e-12)
+    assert captured == pytest.approx(1.0)
+    # a generic W: the share is that of the two largest singular values
+    W = np.random.default_rng(1).normal(size=(5, 9))
+    s = np.linalg.svd(W, compute_uv=False)
+    assert P.plane_coordinates(W)[1] == pytest.approx((s[:2] ** 2).sum() / (s**2).sum())
+
+
+def test_plot_feature_vectors(intro_run, tmp_path):
+    fig = P.plot_feature_vectors(intro_run.W, labels=list("abcd"), highlight=4)
+    assert len([ax for ax in fig.axes if ax.axison]) == 4
+    save(fig, tmp_path, "vectors")
+    W = np.random.default_rng(0).normal(size=(13, 5, 20))  # m > 2, wraps after 10 panels
+    fig = P.plot_feature_vectors(W)
+    assert len(fig.axes) == 20 and all("in plane" in ax.get_title() for ax in fig.axes[:13])
+    save(fig, tmp_path, "vectors_projected")
+
+
+def test_intro_of_many_features_draws_the_first_forty_with_integer_ticks(tmp_path):
+    W = np.random.default_rng(0).normal(size=(2, 6, 60))
+    fig = P.plot_intro(W, [0.1, 0.01])
+    assert fig.axes[0].get_images()[0].get_array().shape == (P.INTRO_MAX_FEATURES,) * 2
+    assert "first 40 of 60" in fig.axes[2].get_ylabel()  # row-major: the bottom-left panel
+    fig.canvas.draw()
+    ticks = fig.axes[2].get_yticks()
+    assert len(ticks) > 2 and np.all(ticks == np.round(ticks))
+    save(fig, tmp_path, "intro_many")
+
+
+def many_points_table(points=30, seeds=2):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"model_id": np.arange(points * seeds), "point_id": np.repeat(np.arange(points), seeds),
+                         "seed_index": np.tile(np.arange(seeds), points), "status": "ok",
+                         "feature_probability": np.repeat(np.geomspace(1, 0.01, points), seeds),
+                         "final_loss": rng.uniform(size=points * seeds)})
+
+
+def test_readable_subset_is_best_of_seeds_evenly_spread():
+    table = many_points_table()
+    rows, _, note = P._readable_subset(table)
+    assert len(rows) == P.INTRO_MAX_MODELS and "12 of 30 points, best of seeds" in note
+    best = table.loc[table.groupby("point_id")["final_loss"].idxmin()]
+    assert set(rows["model_id"]) <= set(best["model_id"])
+    assert rows["point_id"].iloc[0] == 0 and rows["point_id"].iloc[-1] == 29  # both ends of the sweep
+    assert list(rows["feature_probability"]) == sorted(rows["feature_probability"], reverse=True)
+    chosen, _, note = P._readable_subset(table, models=[5, 7, 40])
+    assert list(chosen["model_id"]) == [5, 7, 40] and "models 5, 7, 40" in note
+    with pytest.raises(P.SkipFigure, match="none of the chosen"):
+        P._readable_subset(table, models=[1000])
+
+
+def test_plot_run_with_chosen_models(phase_run, tmp_path):
+    written, _ = P.plot_run(phase_run, tmp_path, dpi=DPI, models=[0, 3, 17])
+    intro = [p for p in written if p.endswith("intro.png")]
+    assert intro and mpimg.imread(intro[0]).shape[1] < mpimg.imread(  # 3 columns, not 9
+        P.plot_run(phase_run, tmp_path / "all", dpi=DPI)[0][1]).shape[1]
+    with pytest.raises(ValueError, match="models: model 99 is not in the run"):
+        P.plot_run(phase_run, tmp_path / "bad", models=[0, 99])
+    assert not (tmp_path / "bad").exists()  # nothing written
+
+
+@pytest.mark.parametrize("text, ids", [("3", [3]), ("0,5,10-12", [0, 5, 10, 11, 12]), (" 1 , 2", [1, 2])])
+def test_parse_model_ids(text, ids):
+    assert P.parse_model_ids(text) == ids
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-1", "1,,2", "-1", "2-"])
+def test_parse_model_ids_rejects(text):
+    with pytest.raises(ValueError, match="--models"):
+        P.parse_model_ids(text)
+
+
+# --- the non-uniform deformation figure and the adversarial figure --------------------------------
+@pytest.fixture(scope="module")
+def nonuniform_run():
+    """n=5, m=2 at density 0.05 with feature 4's density x factor (the nonuniform spec's form)."""
+    factor = np.array([0.1, 1.0, 10.0])
+    p = np.full((3, 5), 0.05)
+    p[:, 4] *= factor
+    run = train_run("nonuniform", 5, 2, p.mean(axis=1), 1.0)
+    pop = sp.Population(sp.ModelSpec(5, 2), feature_probability=p, importance=1.0, seed=[0, 1, 2])
+    res = sp.train(pop, sp.TrainConfig(steps=STEPS, batch_size=BATCH, log_every=50), backend="torch")
+    run.W, run.b = res.W, res.b
+    run.table["feature_probability"] = np.nan  # as the sweep stores a varying per-feature density
+    run.table["feature_probability_list"] = [list(r) for r in p]
+    return run
+
+
+def test_one_feature_scaling_is_found_and_drawn_in_a_row(nonuniform_run, tmp_path):
+    feature, base, factor = P._one_feature_scaling(nonuniform_run.table)
+    assert (feature, base) == (4, 0.05)
+    np.testing.assert_allclose(factor, [0.1, 1.0, 10.0])
+    assert P._one_feature_scaling(nonuniform_run.table.assign(
+        feature_probability_list=[[0.1] * 5, [0.2] * 5, [0.3] * 5])) is None  # every feature varies
+    written, skipped = P.plot_run(nonuniform_run, tmp_path, dpi=DPI)
+    assert "feature_vectors" in figure_names(written), skipped
+    fig = P._fig_feature_vectors(nonuniform_run, nonuniform_run.table, "n=5, m=2")
+    assert [ax.get_title() for ax in fig.axes] == ["×0.1", "×1", "×10"]
+    assert "feature 4's density × factor (others 0.05)" in fig._suptitle.get_text()
+
+
+@pytest.fixture(scope="module")
+def adversarial_run():
+    """Linear and ReLU models of one shape at three densities (the adversarial spec's layout)."""
+    density = np.array([1.0, 0.3, 0.1])
+    linear = train_run("adv", 8, 3, density, 0.9 ** np.arange(8), importance_decay=0.9, activation="linear")
+    relu = train_run("adv", 8, 3, density, 0.9 ** np.arange(8), importance_decay=0.9, seeds=[10, 11, 12])
+    table = pd.concat([linear.table, relu.table.assign(model_id=relu.table.model_id + 3, point_id=relu.table.point_id + 3)],
+                      ignore_index=True)
+    return FakeRun("adv", table, torch.cat([linear.W, relu.W]), torch.cat([linear.b, relu.b]), linear.steps,
+                   np.concatenate([linear.losses.numpy(), relu.losses.numpy()]))
+
+
+def test_adversarial_figure(adversarial_run, tmp_path):
+    written, skipped = P.plot_run(adversarial_run, tmp_path, dpi=DPI)
+    assert "adversarial_n8_m3_relu" in figure_names(written), skipped
+    assert "ReLU models" in dict(skipped)["adversarial_n8_m3_linear"]
+    fig = P.plot_adversarial([1.0, 0.1], {"L2 attack": [1.0, 1.6]}, [0, 5], [3, 8])
+    assert len(fig.axes) == 2
+    save(fig, tmp_path, "adversarial")
+    alone = FakeRun("adv", adversarial_run.table[adversarial_run.table.activation == "relu"],
+                    adversarial_run.W, adversarial_run.b, adversarial_run.steps, adversarial_run.losses)
+    _, skipped = P.plot_run(alone, tmp_path / "alone", dpi=DPI)
+    assert "needs linear models of the same shape" in dict(skipped)["adversarial"]
+
+
+def test_dense_regime_note(uniform_run, tmp_path):
+    t = uniform_run.table
+    fig = P.plot_dims_per_feature(t["feature_probability"], t["dims_per_feature"])
+    assert any(text.get_text() == P.DENSE_NOTE for text in fig.axes[0].texts)
+    assert min(fig.axes[0].get_yticks()) >= 0  # no tick in the note's band
+    sparse = P.plot_dims_per_feature([0.1, 0.01], [0.5, 0.4])
+    assert not any(text.get_text() == P.DENSE_NOTE for text in sparse.axes[0].texts)

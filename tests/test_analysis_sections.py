@@ -1,0 +1,160 @@
+"""Analyses of the paper's later sections on hand-built weights with known answers: feature sets
+(section 2), privileged-basis neurons (section 5), adversarial vulnerability (section 4)."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from superpos import analysis as A
+
+
+def polygon(k: int) -> np.ndarray:
+    a = 2 * np.pi * np.arange(k) / k
+    return np.stack([np.cos(a), np.sin(a)])
+
+
+# --- section 2: mean |cos| within and across feature sets -----------------------------------------
+def naive_set_cosines(W, sets):
+    """Pair by pair, written out (independent of the vectorised code)."""
+    label = {i: k for k, s in enumerate(sets) for i in s}
+    within, across = [], []
+    for i, j in itertools.combinations(sorted(label), 2):
+        a, b = W[:, i], W[:, j]
+        if np.linalg.norm(a) <= A.ZERO_NORM or np.linalg.norm(b) <= A.ZERO_NORM:
+            continue
+        c = abs(a @ b) / np.linalg.norm(a) / np.linalg.norm(b)
+        (within if label[i] == label[j] else across).append(c)
+    return (np.mean(within) if within else np.nan), (np.mean(across) if across else np.nan)
+
+
+def test_local_orthogonal_bases_and_antipodal_sets():
+    # two correlated pairs in m=2: each pair an orthogonal basis, the pairs antipodal to each other
+    e1, e2 = np.eye(2)
+    correlated = np.stack([e1, e2, -e1, -e2], axis=1)
+    within, across = A.set_cosines(correlated, [[0, 1], [2, 3]])
+    np.testing.assert_allclose([within[0], across[0]], [0.0, 0.5], atol=1e-12)  # across: 2 of 4 pairs antipodal
+    # two anticorrelated pairs: each pair antipodal, the pairs orthogonal
+    anti = np.stack([e1, -e1, e2, -e2], axis=1) * 0.8
+    within, across = A.set_cosines(anti, [[0, 1], [2, 3]])
+    np.testing.assert_allclose([within[0], across[0]], [1.0, 0.0], atol=1e-12)
+
+
+def test_set_cosines_vectorised_matches_naive_with_dead_columns_and_unlisted_features():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(5, 3, 9))
+    W[1, :, 4] = 0.0  # a dead feature in one model: no direction, no pairs
+    sets = [[0, 4, 2], [7, 1], [5]]  # features 3, 6, 8 belong to no set
+    within, across = A.set_cosines(torch.tensor(W), sets)
+    for k in range(len(W)):
+        np.testing.assert_allclose([within[k], across[k]], naive_set_cosines(W[k], sets), rtol=1e-12)
+    # only singletons: no within-set pair at all
+    within, across = A.set_cosines(W, [[0], [1]])
+    assert np.isnan(within).all() and np.isfinite(across).all()
+
+
+@pytest.mark.parametrize("sets, match", [
+    ([], "non-empty list"), ([[0, 1], [1, 2]], "feature 1 is in more than one set"),
+    ([[0, 9]], r"indices in \[0, 4\)"), ([[0, 0]], "distinct"), ([[]], "non-empty list of distinct"),
+])
+def test_set_cosines_rejects_bad_sets(sets, match):
+    with pytest.raises(ValueError, match=match):
+        A.set_cosines(np.ones((2, 4)), sets)
+
+
+# --- section 5: per-neuron weight on each feature, polysemantic neurons ---------------------------
+def test_neuron_shares_and_polysemantic_count():
+    W = np.array([[1.0, 0.0, 0.0],     # monosemantic
+                  [0.6, 0.8, 0.0],     # polysemantic: shares 0.36, 0.64
+                  [0.0, -1.0, 0.5],    # fires for feature 2 only (the negative weight only inhibits)
+                  [0.0, 0.0, 0.0],     # dead: neither
+                  [0.95, 0.3, 0.05]])  # 0.9025 / (0.9025 + 0.09 + 0.0025) = 0.907: monosemantic at 0.9
+    shares = A.neuron_feature_weights(W)[0]
+    np.testing.assert_allclose(shares[:4], [[1, 0, 0], [0.36, 0.64, 0], [0, 0, 1], [0, 0, 0]], atol=1e-12)
+    np.testing.assert_allclose(shares[4], np.array([0.9025, 0.09, 0.0025]) / 0.995)
+    assert A.polysemantic_neurons(W)[0] == 1
+    signed = A.neuron_feature_weights(W, positive_only=False)[0]
+    np.testing.assert_allclose(signed[2], [0, 0.8, 0.2])
+    assert A.polysemantic_neurons(W, positive_only=False)[0] == 2  # neuron 2's top share 0.8 < 0.9
+    assert A.polysemantic_neurons(W, share=0.6)[0] == 0  # a looser threshold: neuron 1 (0.64) passes
+    assert A.polysemantic_neurons(np.stack([W, np.eye(5, 3)])).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="share"):
+        A.polysemantic_neurons(W, share=0.0)
+
+
+# --- section 4: adversarial vulnerability ---------------------------------------------------------
+def forward(W, b, x, activation):
+    out = x @ W.T @ W + b
+    return np.maximum(out, 0.0) if activation == "relu" else out
+
+
+def finite_difference_jacobian(W, b, x, activation, h=1e-7):
+    """dx'/dx from the model's forward alone (central differences), independent of local_maps."""
+    n = W.shape[1]
+    return np.stack([(forward(W, b, x + h * e, activation) - forward(W, b, x - h * e, activation)) / (2 * h)
+                     for e in np.eye(n)], axis=1)
+
+
+def brute_linf_gain(W, b, x, activation, eps=1e-6):
+    """Every corner of the eps-cube around x, through the forward pass."""
+    n = W.shape[1]
+    base = forward(W, b, x, activation)
+    return max(np.linalg.norm(forward(W, b, x + eps * np.array(s), activation) - base)
+               for s in itertools.product([-1.0, 1.0], repeat=n)) / eps
+
+
+def test_linear_model_storing_m_features_orthogonally():
+    m, n = 3, 7
+    W = np.eye(m, n)  # features 0..2 on the axes, the rest dropped: W^T W a projection
+    for x in (None, np.random.default_rng(0).uniform(0, 1, (4, n))):
+        np.testing.assert_allclose(A.adversarial_gain(W, np.zeros(n), "linear", x, "l2"), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(A.adversarial_gain(W, np.zeros(n), "linear", x, "linf"), np.sqrt(m), rtol=1e-12)
+
+
+def test_pentagon_with_a_bias_that_reads_out_one_feature():
+    """b = -1/2 keeps every output but the active feature's off (cos 72 deg = 0.31 < 1/2): the local
+    map is row i of W^T W, so the L2 gain is sqrt(sum_j cos^2) = sqrt(5/2) = 1/sqrt(D_i) and the
+    L-infinity gain sum_j |cos| = 1 + sqrt(5)."""
+    W, b = polygon(5), np.full(5, -0.5)
+    np.testing.assert_allclose(A.adversarial_gain(W, b, "relu", norm="l2"), np.sqrt(2.5) * np.ones((1, 5)), rtol=1e-12)
+    np.testing.assert_allclose(A.adversarial_gain(W, b, "relu", norm="linf"), (1 + np.sqrt(5)) * np.ones((1, 5)), rtol=1e-12)
+    # antipodal pair, zero bias: the partner's output is off; gains sqrt(2) and 2
+    pair = np.array([[1.0, -1.0]])
+    np.testing.assert_allclose(A.adversarial_gain(pair, np.zeros(2), "relu", norm="l2"), [[np.sqrt(2)] * 2])
+    np.testing.assert_allclose(A.adversarial_gain(pair, np.zeros(2), "relu", norm="linf"), [[2.0, 2.0]])
+
+
+def test_gains_match_the_forward_pass_on_random_models():
+    """Random W, b and inputs (several outputs active): the local map equals the forward's finite-
+    difference Jacobian, the L2 gain its largest singular value, and the L-infinity gain the largest
+    output change over every corner of a small cube (the bound is attained, not just an upper bound)."""
+    rng = np.random.default_rng(1)
+    K, m, n, B = 3, 3, 8, 4
+    W, b = rng.normal(size=(K, m, n)) * 0.6, rng.normal(size=(K, n)) * 0.3
+    x = rng.uniform(0, 1, (K, B, n)) * (rng.uniform(size=(K, B, n)) < 0.5)
+    J = A.local_maps(W, b, x, "relu")
+    l2 = A.adversarial_gain(torch.tensor(W), torch.tensor(b), "relu", x, "l2")
+    linf = A.adversarial_gain(W, b, "relu", x, "linf")
+    for k in range(K):
+        for i in range(B):
+            fd = finite_difference_jacobian(W[k], b[k], x[k, i], "relu")
+            np.testing.assert_allclose(J[k, i], fd, atol=1e-6)
+            assert l2[k, i] == pytest.approx(np.linalg.svd(fd, compute_uv=False)[0], rel=1e-6)
+            assert linf[k, i] == pytest.approx(brute_linf_gain(W[k], b[k], x[k, i], "relu"), rel=1e-4)
+    active_rows = (J != 0).any(axis=-1).sum(axis=-1)  # [K, B]
+    assert (active_rows >= 2).all() and (active_rows < n).any()  # the enumeration ran; some outputs were off
+
+
+def test_adversarial_gain_rejects_bad_input():
+    W = np.ones((1, 2, 3))
+    with pytest.raises(ValueError, match="norm"):
+        A.adversarial_gain(W, np.zeros(3), norm="l1")
+    with pytest.raises(ValueError, match="activation"):
+        A.adversarial_gain(W, np.zeros(3), activation="gelu")
+    with pytest.raises(ValueError, match="b must have shape"):
+        A.adversarial_gain(W, np.zeros(4))
+    with pytest.raises(ValueError, match="inputs must have shape"):
+        A.adversarial_gain(W, np.zeros(3), inputs=np.zeros((2, 4)))
+    big = np.random.default_rng(0).normal(size=(2, A.MAX_EXACT_LINF_FEATURES + 1))
+    with pytest.raises(ValueError, match="enumerates"):
+        A.adversarial_gain(big, np.zeros(big.shape[1]), "linear", norm="linf")
