@@ -1,12 +1,7 @@
 """`superpos` command line: run a sweep, plot a run, benchmark.
 
-<<<<<<< HEAD
     superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet] [--checkpoint-every S]
-    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--verbose]
-=======
-    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet]
-    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--models IDS]
->>>>>>> i14
+    superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--models IDS] [--verbose]
     superpos bench ...            (arguments go to superpos.bench.cli)
 
 Bad input (an invalid or missing spec, a DIR holding another run, a locked DIR) prints one line
@@ -78,13 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("dir", metavar="DIR", help="a run directory written by `superpos run`")
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="image format (default: png)")
     plot.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the figures (default: DIR/plots)")
-<<<<<<< HEAD
-    plot.add_argument("--verbose", action="store_true", help="say why each skipped figure was skipped")
-=======
-    plot.add_argument("--models", default=None, metavar="IDS",
-                      help="model ids the per-model figures draw, e.g. 0,5,10-19 (default: best of seeds, "
-                           "at most 12 grid points)")
->>>>>>> i14
     plot.set_defaults(func=_cmd_plot)
 
     sub.add_parser("bench", help="benchmarks (arguments are passed to superpos.bench.cli)", add_help=False)
@@ -101,7 +89,8 @@ def _cmd_run(args) -> int:
              device=args.device, checkpoint_every=args.checkpoint_every, plot=False, argv=["superpos", "run"] + args.argv)
     if args.no_plot or not _is_rank_zero():
         return 0
-    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet, verbose=False))
+    return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet, verbose=False,
+                                         models=None))
 
 
 def _sigterm_interrupts():
@@ -120,17 +109,14 @@ def _cmd_plot(args) -> int:
     from .runspec import draw_figures, skipped_lines
 
     try:
-        written, skipped = draw_figures(args.dir, args.format, args.out)
+        from .plots import parse_model_ids
+
+        models = parse_model_ids(args.models) if getattr(args, "models", None) else None
+        written, skipped = draw_figures(args.dir, args.format, args.out, models=models)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("superpos.plots"):
             return _error("plotting is not available in this installation (no superpos.plots)")
         raise
-<<<<<<< HEAD
-=======
-    outdir = Path(args.out) if args.out else Path(args.dir) / "plots"
-    models = plots.parse_model_ids(args.models) if getattr(args, "models", None) else None
-    written, skipped = plots.plot_run(run, outdir, args.format, models=models)
->>>>>>> i14
     if getattr(args, "quiet", False):
         return 0
     for path in written:

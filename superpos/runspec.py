@@ -31,14 +31,15 @@ def run_spec(spec, out, quick: bool = False, backend: str = "auto", quiet: bool 
     return load_run(out)
 
 
-def draw_figures(directory, fmt: str = "png", outdir=None):
-    """Every figure run `directory` allows, into `outdir` (default DIR/plots): (written paths, skipped)."""
+def draw_figures(directory, fmt: str = "png", outdir=None, models=None):
+    """Every figure run `directory` allows, into `outdir` (default DIR/plots): (written paths, skipped).
+    `models`: the model ids the per-model figures draw (default: best of seeds, a readable subset)."""
     import importlib
 
     run = load_run(directory)
     plots = importlib.import_module("superpos.plots")
     outdir = Path(outdir) if outdir else Path(directory) / "plots"
-    written, skipped = plots.plot_run(run, outdir, fmt)
+    written, skipped = plots.plot_run(run, outdir, fmt, models=models)
     return written, [tuple(s) if isinstance(s, (tuple, list)) and len(s) == 2 else (s, "") for s in skipped or ()]
 
 
