@@ -27,6 +27,9 @@ from dataclasses import dataclass
 import triton
 
 SMALL_MAX = 512
+TINY_MAX_N = 5
+TINY_WARPS = 1
+TINY_SLOTS_PER_THREAD = 1
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
@@ -51,12 +54,16 @@ class KernelConfig:
     slice_size: int = 0  # tiled: samples per gradient slice (a multiple of the 4 BG-sample tile)
     fused_ok: bool = True  # tiled: the fused (persistent) mode compiles without spills
     fp_fusion: bool = True
+    tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
 
 
 def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee") -> KernelConfig:
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {', '.join(PRECISIONS)}, got {input_precision!r}")
     groups = triton.cdiv(batch_size, 4)
+    if n <= TINY_MAX_N and 2 * n <= 5 * m:
+        BG = TINY_SLOTS_PER_THREAD * 32 * TINY_WARPS
+        return KernelConfig("small", m, n, BG, TINY_WARPS, input_precision, tiny=True)
     MP = triton.next_power_of_2(m)
     NP = max(2, triton.next_power_of_2(n))
     if MP * NP <= SMALL_MAX:

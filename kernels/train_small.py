@@ -39,12 +39,12 @@ def _lane_grads(r, lane, g, B, thr, scale, W, bias, imp, coef, RELU: tl.constexp
     return loss, dW, tl.sum(gz, axis=0)
 
 
-@kernel
-def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
-                        seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
-                        n, m, B, t0, n_steps, total_steps, log_every, n_log,
-                        coef, inv_bn, beta1, beta2, eps,
-                        MP: tl.constexpr, NP: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr):
+@triton.jit
+def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                  seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
+                  n, m, B, t0, n_steps, total_steps, log_every, n_log,
+                  coef, inv_bn, beta1, beta2, eps,
+                  MP: tl.constexpr, NP: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr):
     k = tl.program_id(0).to(tl.int64)
     offs_m = tl.arange(0, MP)
     offs_n = tl.arange(0, NP)
@@ -89,6 +89,184 @@ def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
     tl.store(vb_ptr + o_b, vb, mask=mask_n)
 
 
+# --- Tiny models (n <= TINY_MAX_N, see configs): one thread owns whole samples ----------------------
+# Every thread holds the model's parameters as scalars (tuples unrolled over the N features and M hidden
+# units, N and M constexpr), so a sample's forward and backward are plain FFMAs with no cross-thread
+# traffic and no padded features; Philox runs once per (group, feature) counter actually used. Each
+# thread accumulates its samples' gradient contributions in [BG] accumulators (sample slot axis) and
+# the block reduces them once per step. The tied model's gradient is written through the Gram form:
+#   z = Q x + b with Q = W^T W,   dW = W (S + S^T) with S = sum_b x_b g_b^T  (n x n),
+# which costs 2 n^2 FMAs per sample instead of 5 m n for h = W x, z = W^T h, W g and the two outer
+# products (configs.choose_config takes this path only where 2 n <= 5 m).
+
+
+@triton.jit
+def _load_scalars(ptr, COUNT: tl.constexpr):
+    """COUNT consecutive float32 values as a tuple of scalars (every thread holds all of them)."""
+    out = ()
+    for i in tl.static_range(COUNT):
+        out = out + (tl.load(ptr + i),)
+    return out
+
+
+@triton.jit
+def _store_scalars(ptr, vals, COUNT: tl.constexpr):
+    for i in tl.static_range(COUNT):
+        tl.store(ptr + i, vals[i])
+
+
+@triton.jit
+def _gram(W, N: tl.constexpr, M: tl.constexpr):
+    """Q = W^T W as a tuple (row-major N x N); W is a row-major M x N tuple."""
+    Q = ()
+    for i in tl.static_range(N):
+        for k in tl.static_range(N):
+            if k < i:
+                q = Q[k * N + i]  # symmetric: already computed
+            else:
+                q = W[i] * W[k]
+                for j in tl.static_range(1, M):
+                    q += W[j * N + i] * W[j * N + k]
+            Q = Q + (q,)
+    return Q
+
+
+@triton.jit
+def _tiny_tile(acc, g, seed, t, B, thr, scale, Q, bias, ic, imp,
+               N: tl.constexpr, RELU: tl.constexpr, LOSS: tl.constexpr):
+    """Add the contributions of the 4 BG samples b = 4 g + lane (g: [BG] groups) to acc:
+    acc = (S[k, i] for k, i row-major: sum x_k g_i, then db_i: sum g_i, then the loss sum), each [BG]."""
+    words = ()
+    for i in tl.static_range(N):  # one Philox counter per (group, feature): N of them, no padding
+        words = words + (philox_words(seed, (g * N + i).to(tl.uint32), t),)
+    for lane in tl.static_range(LANES):
+        valid = (g * LANES + lane) < B
+        x = ()
+        for i in tl.static_range(N):
+            x = x + (word_to_feature(words[i][lane], thr[i], scale[i]),)
+        grad = ()
+        loss = acc[N * N + N]
+        for i in tl.static_range(N):
+            z = bias[i] + Q[i * N] * x[0]
+            for k in tl.static_range(1, N):
+                z += Q[i * N + k] * x[k]
+            live = valid & (z > 0.0) if RELU else valid
+            grad = grad + (tl.where(live, ic[i] * (z - x[i]), 0.0),)
+            if LOSS:
+                d = (tl.maximum(z, 0.0) if RELU else z) - x[i]
+                loss += tl.where(valid, imp[i] * d * d, 0.0)
+        out = ()
+        for k in tl.static_range(N):
+            for i in tl.static_range(N):
+                out = out + (acc[k * N + i] + x[k] * grad[i],)
+        for i in tl.static_range(N):
+            out = out + (acc[N * N + i] + grad[i],)
+        acc = out + (loss,)
+    return acc
+
+
+@triton.jit
+def _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp,
+                    N: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, LOSS: tl.constexpr):
+    """One step's batch sums (S, db, loss) as scalars: per-slot accumulation over the tiles, then one
+    reduction over the BG slots. The order is fixed by (N, BG) alone."""
+    acc = ()
+    for _ in tl.static_range(N * N + N + 1):
+        acc = acc + (tl.zeros((BG,), dtype=tl.float32),)
+    groups = (B + LANES - 1) // LANES
+    for g0 in range(0, groups, BG):
+        acc = _tiny_tile(acc, g0 + tl.arange(0, BG), seed, t, B, thr, scale, Q, bias, ic, imp, N, RELU, LOSS)
+    sums = ()
+    for j in tl.static_range(N * N + N + 1):
+        sums = sums + (tl.sum(acc[j], axis=0),)
+    return sums
+
+
+@triton.jit
+def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
+                B, t0, n_steps, total_steps, log_every, n_log,
+                coef, inv_bn, beta1, beta2, eps,
+                N: tl.constexpr, M: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64)
+    o_w = k * (M * N)
+    o_b = k * N
+    W = _load_scalars(W_in + o_w, M * N)
+    mW = _load_scalars(mW_ptr + o_w, M * N)
+    vW = _load_scalars(vW_ptr + o_w, M * N)
+    bias = _load_scalars(b_in + o_b, N)
+    mb = _load_scalars(mb_ptr + o_b, N)
+    vb = _load_scalars(vb_ptr + o_b, N)
+    imp = _load_scalars(imp_ptr + o_b, N)
+    scale = _load_scalars(scale_ptr + o_b, N)
+    thr = ()
+    ic = ()
+    for i in tl.static_range(N):
+        thr = thr + (tl.load(thr_ptr + o_b + i).to(tl.uint32, bitcast=True),)
+        ic = ic + (imp[i] * coef,)
+    seed = tl.load(seed_ptr + k)
+    for s in range(n_steps):
+        t = t0 + s
+        Q = _gram(W, N, M)
+        if ((t % log_every) == 0) | (t == total_steps - 1):  # the loss is only summed when it is logged
+            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, N, BG, RELU, True)
+        else:
+            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, N, BG, RELU, False)
+        log_loss(loss_ptr + k * n_log, sums[N * N + N] * inv_bn, t, total_steps, log_every, n_log)
+        decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
+        newW = ()
+        new_mW = ()
+        new_vW = ()
+        for j in tl.static_range(M):
+            for i in tl.static_range(N):
+                dw = W[j * N] * (sums[i] + sums[i * N])  # dW = W (S + S^T)
+                for kk in tl.static_range(1, N):
+                    dw += W[j * N + kk] * (sums[kk * N + i] + sums[i * N + kk])
+                p, mp, vp = adamw_update(W[j * N + i], dw, mW[j * N + i], vW[j * N + i],
+                                         decay, step_size, bc2_sqrt, beta1, beta2, eps)
+                newW = newW + (p,)
+                new_mW = new_mW + (mp,)
+                new_vW = new_vW + (vp,)
+        W, mW, vW = newW, new_mW, new_vW
+        new_b = ()
+        new_mb = ()
+        new_vb = ()
+        for i in tl.static_range(N):
+            p, mp, vp = adamw_update(bias[i], sums[N * N + i], mb[i], vb[i],
+                                     decay, step_size, bc2_sqrt, beta1, beta2, eps)
+            new_b = new_b + (p,)
+            new_mb = new_mb + (mp,)
+            new_vb = new_vb + (vp,)
+        bias, mb, vb = new_b, new_mb, new_vb
+    _store_scalars(W_out + o_w, W, M * N)
+    _store_scalars(mW_ptr + o_w, mW, M * N)
+    _store_scalars(vW_ptr + o_w, vW, M * N)
+    _store_scalars(b_out + o_b, bias, N)
+    _store_scalars(mb_ptr + o_b, mb, N)
+    _store_scalars(vb_ptr + o_b, vb, N)
+
+
+
+@kernel
+def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                        seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
+                        n, m, B, t0, n_steps, total_steps, log_every, n_log,
+                        coef, inv_bn, beta1, beta2, eps,
+                        MP: tl.constexpr, NP: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr,
+                        TINY: tl.constexpr):
+    """One program per model. TINY: MP, NP are m, n exactly (unrolled path); else their padded sizes."""
+    if TINY:
+        _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                    seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
+                    B, t0, n_steps, total_steps, log_every, n_log,
+                    coef, inv_bn, beta1, beta2, eps, NP, MP, BG, RELU)
+    else:
+        _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                      seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
+                      n, m, B, t0, n_steps, total_steps, log_every, n_log,
+                      coef, inv_bn, beta1, beta2, eps, MP, NP, BG, RELU)
+
+
 def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: int, log_every: int,
                 hyper, cfg):
     """Launch: advance every model by n_steps from step t0. state/data: see superpos.triton_backend."""
@@ -98,5 +276,5 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         data.seed, data.thr, data.scale, data.importance, consts, loss,
         n, m, data.batch_size, t0, n_steps, total_steps, log_every, loss.shape[1],
         hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-        MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu,
+        MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion)
