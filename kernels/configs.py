@@ -8,6 +8,13 @@
   4 warps at MP*NP=256 spilled 16 bytes at n=20, m=5, linear). Known gap: across a battery of 39 tile
   shapes (n=2..512, m=1..32, relu and linear), 10 of 78 kernels still spill 4-56 bytes where ptxas caps
   itself at 72-128 registers (e.g. n=37, m=2; n=20, m=16; n=512, m=1); none of the paper's shapes.
+- "small", tiny path (tiny=True) for n <= TINY_MAX_N and 2 n <= 5 m (phase n=2, m=1; phase3 n=3, m=2;
+  intro n=5, m=2): unrolled over the exact n and m (MP, NP = m, n), one thread per sample group, BG =
+  32 x warps groups per tile (TINY_SLOTS_PER_THREAD each). Static count, sm_90, Triton 3.6, warp
+  instructions per model-step at B=1024 (before: the block path): phase 2,078 (4,200), phase3 3,500
+  (18,937), intro 6,545 (40,025); registers 64 / 115 / 230, no spills on 3.6 or 3.9. One warp per model:
+  every thread updates its own copy of the parameters, so more warps would multiply that per-step cost,
+  and the warp count may not depend on K (the summation order over the BG slots is fixed by the shape).
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a block of 4 BG consecutive samples and an
   n-chunk of NC=16 features, W and AdamW state in global memory (L2-resident: one model's state is
   20 m n bytes), input_precision "ieee" or "tf32". tl.dot needs its inner dimension >= 16, hence

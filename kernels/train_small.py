@@ -1,5 +1,8 @@
 """Fused training of tiny models (m*n small): one program per model, W and AdamW state in registers.
 
+Two paths (configs.choose_config picks): the tiny path (_train_tiny: unrolled over exact n and m, each
+thread owns whole samples) and the block path (_train_blocks: [BG, MP, NP] blocks, for n up to ~512).
+
 Per step, inside the kernel: generate the batch in registers from Philox (philox_data), forward
 x' = act(W^T W x + b), importance-weighted MSE backward reduced over the batch, AdamW in place.
 Nothing but the logged loss touches device memory between the first load and the final store.
@@ -8,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
-from .philox_data import LANES, load_thresholds, philox_words, word_to_feature
+from .philox_data import LANES, load_thresholds, philox_words, philox_words_wide, word_to_feature
 from .specialize import kernel
 
 
@@ -132,29 +135,40 @@ def _gram(W, N: tl.constexpr, M: tl.constexpr):
 
 
 @triton.jit
-def _tiny_tile(acc, g, seed, t, B, thr, scale, Q, bias, ic, imp,
-               N: tl.constexpr, RELU: tl.constexpr, LOSS: tl.constexpr):
+def _tiny_tile(acc, g, seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb,
+               N: tl.constexpr, RELU: tl.constexpr, LOSS: tl.constexpr, MASKED: tl.constexpr):
     """Add the contributions of the 4 BG samples b = 4 g + lane (g: [BG] groups) to acc:
-    acc = (S[k, i] for k, i row-major: sum x_k g_i, then db_i: sum g_i, then the loss sum), each [BG]."""
+    acc = (S[k, i] for k, i row-major: sum x_k g_i, then db_i: sum g_i, then the loss sum), each [BG].
+    MASKED: some samples may be >= B (the last tile); full tiles skip the test."""
     words = ()
     for i in tl.static_range(N):  # one Philox counter per (group, feature): N of them, no padding
-        words = words + (philox_words(seed, (g * N + i).to(tl.uint32), t),)
+        words = words + (philox_words_wide(seed, (g * N + i).to(tl.uint32), t),)
     for lane in tl.static_range(LANES):
-        valid = (g * LANES + lane) < B
+        valid = ((g * LANES + lane) < B) if MASKED else True
         x = ()
         for i in tl.static_range(N):
             x = x + (word_to_feature(words[i][lane], thr[i], scale[i]),)
         grad = ()
         loss = acc[N * N + N]
         for i in tl.static_range(N):
-            z = bias[i] + Q[i * N] * x[0]
+            # g_i = ic_i (z_i - x_i) as ic_i z_i - ic_i x_i, with ic_i z_i = (ic_i Q_i) x + ic_i b_i:
+            # one FFMA less per feature; ic_i >= 0, so ic_i z_i > 0 is the ReLU test where g_i != 0.
+            gi = icb[i] + icQ[i * N] * x[0]
             for k in tl.static_range(1, N):
-                z += Q[i * N + k] * x[k]
-            live = valid & (z > 0.0) if RELU else valid
-            grad = grad + (tl.where(live, ic[i] * (z - x[i]), 0.0),)
+                gi += icQ[i * N + k] * x[k]
+            if RELU:
+                gi = tl.where(valid & (gi > 0.0), gi - ic[i] * x[i], 0.0)
+            else:
+                gi = gi - ic[i] * x[i]
+                if MASKED:
+                    gi = tl.where(valid, gi, 0.0)
+            grad = grad + (gi,)
             if LOSS:
+                z = bias[i] + Q[i * N] * x[0]
+                for k in tl.static_range(1, N):
+                    z += Q[i * N + k] * x[k]
                 d = (tl.maximum(z, 0.0) if RELU else z) - x[i]
-                loss += tl.where(valid, imp[i] * d * d, 0.0)
+                loss += tl.where(valid, imp[i] * d * d, 0.0) if MASKED else imp[i] * d * d
         out = ()
         for k in tl.static_range(N):
             for i in tl.static_range(N):
@@ -166,16 +180,20 @@ def _tiny_tile(acc, g, seed, t, B, thr, scale, Q, bias, ic, imp,
 
 
 @triton.jit
-def _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp,
+def _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb,
                     N: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, LOSS: tl.constexpr):
     """One step's batch sums (S, db, loss) as scalars: per-slot accumulation over the tiles, then one
     reduction over the BG slots. The order is fixed by (N, BG) alone."""
     acc = ()
     for _ in tl.static_range(N * N + N + 1):
         acc = acc + (tl.zeros((BG,), dtype=tl.float32),)
-    groups = (B + LANES - 1) // LANES
-    for g0 in range(0, groups, BG):
-        acc = _tiny_tile(acc, g0 + tl.arange(0, BG), seed, t, B, thr, scale, Q, bias, ic, imp, N, RELU, LOSS)
+    full = (B // (LANES * BG)) * BG  # groups in tiles whose 4 BG samples are all < B
+    for g0 in range(0, full, BG):
+        acc = _tiny_tile(acc, g0 + tl.arange(0, BG), seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb,
+                         N, RELU, LOSS, False)
+    if full * LANES < B:
+        acc = _tiny_tile(acc, full + tl.arange(0, BG), seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb,
+                         N, RELU, LOSS, True)
     sums = ()
     for j in tl.static_range(N * N + N + 1):
         sums = sums + (tl.sum(acc[j], axis=0),)
@@ -208,10 +226,16 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
     for s in range(n_steps):
         t = t0 + s
         Q = _gram(W, N, M)
+        icQ = ()
+        icb = ()
+        for i in tl.static_range(N):
+            icb = icb + (ic[i] * bias[i],)
+            for kk in tl.static_range(N):
+                icQ = icQ + (ic[i] * Q[i * N + kk],)
         if ((t % log_every) == 0) | (t == total_steps - 1):  # the loss is only summed when it is logged
-            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, N, BG, RELU, True)
+            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb, N, BG, RELU, True)
         else:
-            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, N, BG, RELU, False)
+            sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb, N, BG, RELU, False)
         log_loss(loss_ptr + k * n_log, sums[N * N + N] * inv_bn, t, total_steps, log_every, n_log)
         decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
         newW = ()
@@ -271,10 +295,12 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
                 hyper, cfg):
     """Launch: advance every model by n_steps from step t0. state/data: see superpos.triton_backend."""
     K, m, n = state.W_in.shape
+    # maxnreg=255: ptxas otherwise caps the 8-warp kernel at 128 registers at n=37, m=5 under Triton 3.9
+    # (32 bytes of stack) and at BG=2 under 3.6; 255 is what one 256-thread program per SM allows anyway.
     _train_small_kernel[(K,)](
         state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb,
         data.seed, data.thr, data.scale, data.importance, consts, loss,
         n, m, data.batch_size, t0, n_steps, total_steps, log_every, loss.shape[1],
         hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
         MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion)
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion, maxnreg=255)
