@@ -24,8 +24,17 @@ def log_loss(loss_ptr, loss, t, total_steps, log_every, n_log):
 
 
 @triton.jit
-def _lane_grads(r, lane, g, B, thr, scale, W, bias, imp, coef, RELU: tl.constexpr):
-    """Loss sum, dW [MP, NP] and db [NP] of the samples b = 4 g + lane fed by Philox words r [BG, NP]."""
+def _is_logged(t, total_steps, log_every):
+    """Whether step t's loss is recorded (TrainConfig.logged_steps): only then is it summed."""
+    return ((t % log_every) == 0) | (t == total_steps - 1)
+
+
+@triton.jit
+def _lane_grads(acc_w, acc_b, acc_l, r, lane, g, B, thr, scale, W, bias, imp, coef,
+                RELU: tl.constexpr, LOSS: tl.constexpr):
+    """Add the loss, dW and db terms of the samples b = 4 g + lane (Philox words r [BG, NP]) to the
+    per-sample accumulators acc_l [BG], acc_w [BG, MP, NP], acc_b [BG, NP]: nothing is reduced over the
+    samples here (that happens once per step)."""
     valid = (g * LANES + lane) < B  # [BG]
     x = tl.where(valid[:, None], word_to_feature(r, thr[None, :], scale[None, :]), 0.0)  # [BG, NP]
     h = tl.sum(x[:, None, :] * W[None, :, :], axis=2)  # [BG, MP]
@@ -33,13 +42,34 @@ def _lane_grads(r, lane, g, B, thr, scale, W, bias, imp, coef, RELU: tl.constexp
     y = tl.maximum(z, 0.0) if RELU else z
     diff = tl.where(valid[:, None], y - x, 0.0)
     wdiff = imp[None, :] * diff
-    loss = tl.sum(tl.sum(wdiff * diff, axis=1), axis=0)
+    if LOSS:
+        acc_l += tl.sum(wdiff * diff, axis=1)
     gz = coef * wdiff
     if RELU:
         gz = tl.where(z > 0.0, gz, 0.0)
     gh = tl.sum(gz[:, None, :] * W[None, :, :], axis=2)  # [BG, MP]
-    dW = tl.sum(h[:, :, None] * gz[:, None, :] + gh[:, :, None] * x[:, None, :], axis=0)  # [MP, NP]
-    return loss, dW, tl.sum(gz, axis=0)
+    acc_w += h[:, :, None] * gz[:, None, :] + gh[:, :, None] * x[:, None, :]
+    return acc_w, acc_b + gz, acc_l
+
+
+@triton.jit
+def _block_step_sums(seed, t, n, B, offs_n, thr, scale, W, bias, imp, coef,
+                     MP: tl.constexpr, NP: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr,
+                     LOSS: tl.constexpr):
+    """One step's (loss, dW [MP, NP], db [NP]) batch sums: per-sample-slot accumulation over the tiles and
+    the four lanes, one reduction over the BG slots at the end. The order is fixed by (MP, NP, BG)."""
+    acc_w = tl.zeros((BG, MP, NP), dtype=tl.float32)
+    acc_b = tl.zeros((BG, NP), dtype=tl.float32)
+    acc_l = tl.zeros((BG,), dtype=tl.float32)
+    groups = (B + LANES - 1) // LANES
+    for g0 in range(0, groups, BG):
+        g = g0 + tl.arange(0, BG)  # [BG]
+        r0, r1, r2, r3 = philox_words(seed, (g[:, None] * n + offs_n[None, :]).to(tl.uint32), t)
+        acc_w, acc_b, acc_l = _lane_grads(acc_w, acc_b, acc_l, r0, 0, g, B, thr, scale, W, bias, imp, coef, RELU, LOSS)
+        acc_w, acc_b, acc_l = _lane_grads(acc_w, acc_b, acc_l, r1, 1, g, B, thr, scale, W, bias, imp, coef, RELU, LOSS)
+        acc_w, acc_b, acc_l = _lane_grads(acc_w, acc_b, acc_l, r2, 2, g, B, thr, scale, W, bias, imp, coef, RELU, LOSS)
+        acc_w, acc_b, acc_l = _lane_grads(acc_w, acc_b, acc_l, r3, 3, g, B, thr, scale, W, bias, imp, coef, RELU, LOSS)
+    return tl.sum(acc_l, axis=0), tl.sum(acc_w, axis=0), tl.sum(acc_b, axis=0)
 
 
 @triton.jit
@@ -64,22 +94,14 @@ def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
     imp = tl.load(imp_ptr + o_b, mask=mask_n, other=0.0)
     thr, scale = load_thresholds(thr_ptr + k * n, scale_ptr + k * n, offs_n, mask_n)
     seed = tl.load(seed_ptr + k)
-    groups = (B + LANES - 1) // LANES
     for s in range(n_steps):
         t = t0 + s
-        loss = 0.0
-        dW = tl.zeros((MP, NP), dtype=tl.float32)
-        db = tl.zeros((NP,), dtype=tl.float32)
-        for g0 in range(0, groups, BG):
-            g = g0 + tl.arange(0, BG)  # [BG]
-            r0, r1, r2, r3 = philox_words(seed, (g[:, None] * n + offs_n[None, :]).to(tl.uint32), t)
-            l0, a0, c0 = _lane_grads(r0, 0, g, B, thr, scale, W, bias, imp, coef, RELU)
-            l1, a1, c1 = _lane_grads(r1, 1, g, B, thr, scale, W, bias, imp, coef, RELU)
-            l2, a2, c2 = _lane_grads(r2, 2, g, B, thr, scale, W, bias, imp, coef, RELU)
-            l3, a3, c3 = _lane_grads(r3, 3, g, B, thr, scale, W, bias, imp, coef, RELU)
-            loss += (l0 + l1) + (l2 + l3)
-            dW += (a0 + a1) + (a2 + a3)
-            db += (c0 + c1) + (c2 + c3)
+        if _is_logged(t, total_steps, log_every):
+            loss, dW, db = _block_step_sums(seed, t, n, B, offs_n, thr, scale, W, bias, imp, coef,
+                                            MP, NP, BG, RELU, True)
+        else:
+            loss, dW, db = _block_step_sums(seed, t, n, B, offs_n, thr, scale, W, bias, imp, coef,
+                                            MP, NP, BG, RELU, False)
         log_loss(loss_ptr + k * n_log, loss * inv_bn, t, total_steps, log_every, n_log)
         decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
         W, mW, vW = adamw_update(W, dW, mW, vW, decay, step_size, bc2_sqrt, beta1, beta2, eps)
@@ -232,7 +254,7 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
             icb = icb + (ic[i] * bias[i],)
             for kk in tl.static_range(N):
                 icQ = icQ + (ic[i] * Q[i * N + kk],)
-        if ((t % log_every) == 0) | (t == total_steps - 1):  # the loss is only summed when it is logged
+        if _is_logged(t, total_steps, log_every):  # the loss is only summed when it is recorded
             sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb, N, BG, RELU, True)
         else:
             sums = _tiny_step_sums(seed, t, B, thr, scale, Q, bias, ic, imp, icQ, icb, N, BG, RELU, False)
