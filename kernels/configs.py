@@ -8,7 +8,7 @@
   4 warps at MP*NP=256 spilled 16 bytes at n=20, m=5, linear). Known gap: across a battery of 39 tile
   shapes (n=2..512, m=1..32, relu and linear), 10 of 78 kernels still spill 4-56 bytes where ptxas caps
   itself at 72-128 registers (e.g. n=37, m=2; n=20, m=16; n=512, m=1); none of the paper's shapes.
-- "small", tiny path (tiny=True) for n <= TINY_MAX_N and 2 n <= 5 m (phase n=2, m=1; phase3 n=3, m=2;
+- "small", tiny path (tiny=True) for n <= TINY_MAX_N, m <= n and 2 n <= 5 m (phase n=2, m=1; phase3 n=3, m=2;
   intro n=5, m=2): unrolled over the exact n and m (MP, NP = m, n), one thread per sample group, BG =
   32 x warps groups per tile (TINY_SLOTS_PER_THREAD each). Static count, sm_90, Triton 3.6, warp
   instructions per model-step at B=1024 (before: the block path): phase 2,078 (4,200), phase3 3,500
@@ -68,7 +68,7 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {', '.join(PRECISIONS)}, got {input_precision!r}")
     groups = triton.cdiv(batch_size, 4)
-    if n <= TINY_MAX_N and 2 * n <= 5 * m:
+    if n <= TINY_MAX_N and 2 * n <= 5 * m and m <= n:  # m <= n: at most 3 n^2 parameter registers
         BG = TINY_SLOTS_PER_THREAD * 32 * TINY_WARPS
         return KernelConfig("small", m, n, BG, TINY_WARPS, input_precision, tiny=True)
     MP = triton.next_power_of_2(m)

@@ -122,7 +122,7 @@ def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
 # the block reduces them once per step. The tied model's gradient is written through the Gram form:
 #   z = Q x + b with Q = W^T W,   dW = W (S + S^T) with S = sum_b x_b g_b^T  (n x n),
 # which costs 2 n^2 FMAs per sample instead of 5 m n for h = W x, z = W^T h, W g and the two outer
-# products (configs.choose_config takes this path only where 2 n <= 5 m).
+# products (configs.choose_config takes this path only where 2 n <= 5 m, with n <= 5 and m <= n).
 
 
 @triton.jit
