@@ -8,6 +8,13 @@
   4 warps at MP*NP=256 spilled 16 bytes at n=20, m=5, linear). Known gap: across a battery of 39 tile
   shapes (n=2..512, m=1..32, relu and linear), 10 of 78 kernels still spill 4-56 bytes where ptxas caps
   itself at 72-128 registers (e.g. n=37, m=2; n=20, m=16; n=512, m=1); none of the paper's shapes.
+- "small", tiny path (tiny=True) for n <= TINY_MAX_N, m <= n and 2 n <= 5 m (phase n=2, m=1; phase3 n=3, m=2;
+  intro n=5, m=2): unrolled over the exact n and m (MP, NP = m, n), one thread per sample group, BG =
+  32 x warps groups per tile (TINY_SLOTS_PER_THREAD each). Static count, sm_90, Triton 3.6, warp
+  instructions per model-step at B=1024 (before: the block path): phase 2,078 (4,200), phase3 3,500
+  (18,937), intro 6,545 (40,025); registers 64 / 115 / 230, no spills on 3.6 or 3.9. One warp per model:
+  every thread updates its own copy of the parameters, so more warps would multiply that per-step cost,
+  and the warp count may not depend on K (the summation order over the BG slots is fixed by the shape).
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a block of 4 BG consecutive samples and an
   n-chunk of NC=16 features, W and AdamW state in global memory (L2-resident: one model's state is
   20 m n bytes), input_precision "ieee" or "tf32". tl.dot needs its inner dimension >= 16, hence
@@ -27,6 +34,9 @@ from dataclasses import dataclass
 import triton
 
 SMALL_MAX = 512
+TINY_MAX_N = 5
+TINY_WARPS = 1
+TINY_SLOTS_PER_THREAD = 1
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
@@ -57,12 +67,16 @@ class KernelConfig:
     slice_size: int = 0  # tiled: samples per gradient slice (a multiple of the 4 BG-sample tile)
     fused_ok: bool = True  # tiled: the fused (persistent) mode compiles without spills
     fp_fusion: bool = True
+    tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
 
 
 def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee") -> KernelConfig:
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {', '.join(PRECISIONS)}, got {input_precision!r}")
     groups = triton.cdiv(batch_size, 4)
+    if n <= TINY_MAX_N and 2 * n <= 5 * m and m <= n:  # m <= n: at most 3 n^2 parameter registers
+        BG = TINY_SLOTS_PER_THREAD * 32 * TINY_WARPS
+        return KernelConfig("small", m, n, BG, TINY_WARPS, input_precision, tiny=True)
     MP = triton.next_power_of_2(m)
     NP = max(2, triton.next_power_of_2(n))
     if MP * NP <= SMALL_MAX:

@@ -11,6 +11,11 @@ from .specialize import kernel
 
 LANES = tl.constexpr(4)
 ONE_BELOW = tl.constexpr(0.99999994)  # largest float32 below 1.0 (exactly representable)
+PHILOX_ROUNDS = tl.constexpr(10)  # Philox4x32-10 and its constants, as superpos.rng and tl.philox
+PHILOX_M0 = tl.constexpr(0xD2511F53)
+PHILOX_M1 = tl.constexpr(0xCD9E8D57)
+PHILOX_W0 = tl.constexpr(0x9E3779B9)
+PHILOX_W1 = tl.constexpr(0xBB67AE85)
 
 
 @triton.jit
@@ -18,6 +23,27 @@ def philox_words(seed, c0, step):
     """The four uint32 words of counter (c0, step, 0, 0) under the model's seed; c0 is a uint32 block."""
     zero = c0 * 0
     return tl.philox(seed, c0, zero + step.to(tl.uint32), zero, zero)
+
+
+@triton.jit
+def philox_words_wide(seed, c0, step):
+    """philox_words, bit for bit, with each round's two 32x32-bit products written as 64-bit products:
+    ptxas then issues one IMAD.WIDE.U32 per product where tl.philox's umulhi + mul mostly become an
+    IMAD.HI.U32 and an IMAD (two issue slots)."""
+    k0 = seed.to(tl.uint32)
+    k1 = (seed >> 32).to(tl.uint32)
+    zero = c0 * 0
+    c1 = zero + step.to(tl.uint32)
+    c2 = zero
+    c3 = zero
+    for _ in tl.static_range(PHILOX_ROUNDS):
+        p0 = c0.to(tl.uint64) * PHILOX_M0
+        p1 = c2.to(tl.uint64) * PHILOX_M1
+        c0, c1, c2, c3 = ((p1 >> 32).to(tl.uint32) ^ c1 ^ k0, p1.to(tl.uint32),
+                          (p0 >> 32).to(tl.uint32) ^ c3 ^ k1, p0.to(tl.uint32))
+        k0 = k0 + PHILOX_W0
+        k1 = k1 + PHILOX_W1
+    return c0, c1, c2, c3
 
 
 @triton.jit

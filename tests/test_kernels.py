@@ -69,6 +69,34 @@ def test_triton_philox_matches_tl_randint4x_and_rand():
     assert torch.equal(rand, x * torch.tensor(4.6566127342e-10, dtype=torch.float32))
 
 
+def test_wide_philox_equals_tl_philox():
+    """philox_words_wide (64-bit products, one IMAD.WIDE each) returns tl.philox's four words, bit for bit,
+    over counters and seeds that set the top bits (carries and the seed's high key word matter)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def probe(seed_ptr, step, out_ptr, N: tl.constexpr):
+        o = tl.arange(0, N)
+        seed = tl.load(seed_ptr + tl.program_id(0))
+        c0 = (o.to(tl.uint32) * 2654435761) ^ 0xF0000000
+        a = philox_data.philox_words(seed, c0, step)
+        b = philox_data.philox_words_wide(seed, c0, step)
+        base = out_ptr + tl.program_id(0) * 8 * N
+        for j in tl.static_range(4):
+            tl.store(base + j * N + o, a[j].to(tl.int32, bitcast=True))
+            tl.store(base + (4 + j) * N + o, b[j].to(tl.int32, bitcast=True))
+
+    N = 64
+    seeds = torch.tensor([0, 1, 2**32 - 1, 2**62 + 2**40 + 12345, 2**63 - 1], dtype=torch.int64, device=DEVICE)
+    for step in (0, 1, 2**32 - 1):
+        out = torch.zeros((len(seeds), 8, N), dtype=torch.int32, device=DEVICE)
+        probe[(len(seeds),)](seeds, step, out, N=N)
+        out = out.cpu()
+        assert torch.equal(out[:, :4], out[:, 4:])
+        assert out[:, :4].unique().numel() > 4 * N  # the probe really produced words
+
+
 CASES = [(3, 2, "relu", "constant", 0.01), (5, 2, "linear", "cosine", 0.0), (37, 5, "relu", "cosine", 0.01),
          (400, 30, "relu", "constant", 0.0), (400, 30, "linear", "cosine", 0.01)]
 
@@ -101,6 +129,27 @@ def test_kernel_matches_reference(n, m, act, schedule, wd):
     for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
         assert rel_err(a, b) < 1e-4
     assert got.status == ref.status == ["ok"] * K
+
+
+@pytest.mark.parametrize("n,m,act,B", [(2, 1, "relu", 301), (3, 2, "linear", 260), (5, 2, "relu", 130)])
+def test_tiny_kernel_over_full_and_partial_tiles(n, m, act, B):
+    """The unrolled tiny-model path: whole tiles (no sample mask) then a partial last tile (B not a multiple
+    of the 4 BG samples of a tile, nor of the four Philox lanes), against the reference; the other kernel
+    tests use batches smaller than one tile."""
+    cfg_k = choose_config(n, m, B)
+    assert cfg_k.tiny and B > 4 * cfg_k.BG and B % (4 * cfg_k.BG)
+    pop = _pop(n, m, 2, act)
+    cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton")
+    x = sp.sample_batch(pop, 0, B).double()
+    _, dW, db = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), act == "relu")
+    _assert_close_after_one_step(got.W, ref.W, dW, cfg.lr)
+    _assert_close_after_one_step(got.b, ref.b, db, cfg.lr)
+    assert rel_err(got.loss_history, ref.loss_history) < 1e-6
+    cfg = sp.TrainConfig(steps=8, batch_size=B, log_every=3, lr_schedule="cosine")
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", max_steps_per_launch=3)
+    for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
+        assert rel_err(a, b) < 1e-4
 
 
 @pytest.mark.parametrize("n,m", [(5, 2), (400, 30)])
