@@ -291,3 +291,14 @@ def test_predict_cli_json(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--gpu", "a100", "--out", str(out)], env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--gpu" in bad.stderr
     assert len(out.read_text().splitlines()) == 1  # nothing written
+
+
+def test_unroll_factor_is_the_trip_counter_countdown_only():
+    """An unrolled loop counts its trip counter down by U on the `for`'s line; a large constant subtracted
+    on that line (a Philox key step inlined there) is arithmetic, not an unroll of 1.8e9."""
+    from superpos.bench import sass
+    loop = sass.ForLoop("k.py", 7, "f", "g0", "for g0 in range(0, n, 4)")
+    at = lambda op, addr: sass.Instr(addr, "IADD3", op, "", "k.py", 7, 0)  # noqa: E731
+    assert sass.unroll_factor([at("R5, R5, -0x4, RZ", 0)], loop) == 4
+    assert sass.unroll_factor([at("R5, R5, -0x6bb81440, RZ", 0)], loop) == 1
+    assert sass.unroll_factor([at("R5, R5, -0x6bb81440, RZ", 0), at("R6, R6, -0x2, RZ", 16)], loop) == 2

@@ -220,7 +220,13 @@ def _tiles_per_slice(a) -> float:
 
 
 TRIP_COUNTS = {
-    ("_train_small_kernel", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
+    # the small kernel: two paths (kernels/train_small.py), each with the step loop and a tile loop per step
+    # (compiled twice: with and without the loss, which is summed only on logged steps; the two copies
+    # of a `for` share its iterations, so a step is costed as the average of the two)
+    ("_train_blocks", "s"): lambda a: a["n_steps"],
+    ("_train_tiny", "s"): lambda a: a["n_steps"],
+    ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
+    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]),  # whole tiles; the partial one is inline
     ("_slice_grads", "g0"): _tiles_per_slice,
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
     ("_update", "sl"): lambda a: a["n_slices"],

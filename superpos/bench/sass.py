@@ -206,6 +206,7 @@ def source_loop(file: str | None, line: int | None, own_lines=frozenset(), taken
     return spans[0][0]
 
 
+MAX_UNROLL = 64
 _COUNTDOWN = re.compile(r"^(U?R\d+), (?:U?P\d, )?\1, -0x([0-9a-f]+), U?RZ$")
 
 
@@ -220,7 +221,9 @@ def unroll_factor(body: list, source: "ForLoop") -> int:
     steps = [int(m.group(2), 16) for i in body
              if i.opcode in ("IADD3", "UIADD3") and (i.file, i.line) == (source.file, source.line)
              and (m := _COUNTDOWN.match(i.operands))]
-    return max(steps, default=1)
+    # ptxas unrolls by small factors; a large constant subtracted on the same line is arithmetic (e.g. a
+    # Philox constant), and siblings without a countdown are versions of the loop (e.g. one per branch)
+    return max((u for u in steps if u <= MAX_UNROLL), default=1)
 
 
 def annotate(loops: list, instrs: list) -> list:
