@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("dir", metavar="DIR", help="a run directory written by `superpos run`")
     plot.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="image format (default: png)")
     plot.add_argument("--out", default=None, metavar="PLOTDIR", help="where to write the figures (default: DIR/plots)")
+    plot.add_argument("--models", default=None, metavar="IDS",
+                      help="model ids the per-model figures draw, e.g. 0,5,10-19 (default: best of seeds, "
+                           "at most 12 grid points)")
+    plot.add_argument("--verbose", action="store_true", help="say why each skipped figure was skipped")
     plot.set_defaults(func=_cmd_plot)
 
     sub.add_parser("bench", help="benchmarks (arguments are passed to superpos.bench.cli)", add_help=False)
