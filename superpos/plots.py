@@ -10,6 +10,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap, LogNorm, Normalize
@@ -442,6 +443,49 @@ def plot_adversarial(density, vulnerability: dict, n_superposed, n_represented=N
     return fig
 
 
+# --- superposition in a privileged basis ---------------------------------------------------------
+def plot_privileged_neurons(density, shares, n_polysemantic, title: str | None = None) -> Figure:
+    """Per model (one column each, densest first): a stacked bar per hidden neuron of each feature's share
+    of its squared positive input weight (analysis.neuron_feature_weights); beside them the number of
+    polysemantic neurons against 1/(1−S) (paper, "superposition in a privileged basis").
+
+    density: (K,); shares: (K, m, n); n_polysemantic: (K,).
+    """
+    shares = _numpy(shares)
+    K, m, n = shares.shape
+    x = 1.0 / _numpy(density).ravel()
+    fig = _figure(2.0 + 1.6 * K, 4.2)
+    grid = fig.add_gridspec(1, K + 2, width_ratios=[1.0] * K + [0.25, 2.2])
+    colors = colormaps["viridis"](np.linspace(0.0, 0.95, n))
+    for k in range(K):
+        ax = fig.add_subplot(grid[0, k])
+        bottom = np.zeros(m)
+        for i in range(n):
+            ax.bar(np.arange(m), shares[k, :, i], bottom=bottom, color=colors[i], width=0.8,
+                   label=f"feature {i}" if k == 0 else None)
+            bottom += shares[k, :, i]
+        ax.set_ylim(0, 1.02)
+        ax.set_xticks(np.arange(m))
+        ax.set_xlabel("neuron")
+        ax.set_title(f"{_density_label(float(_numpy(density).ravel()[k]))}\n"
+                     f"{int(_numpy(n_polysemantic)[k])} polysemantic", fontsize=8)
+        if k:
+            ax.set_yticklabels([])
+        else:
+            ax.set_ylabel("share of the neuron's squared input weight")
+    fig.legend(loc="outside lower center", ncol=min(n, 10), fontsize=7, frameon=False)
+    right = fig.add_subplot(grid[0, K + 1])
+    order = np.argsort(x)
+    right.plot(x[order], _numpy(n_polysemantic).ravel()[order], "o-", color="#ee7733", ms=4)
+    right.set_xscale("log")
+    right.set_xlabel("1/(1−S)  (inverse feature density, log)")
+    right.set_ylabel(f"polysemantic neurons (top share < {A.MONOSEMANTIC_SHARE:g})")
+    right.set_ylim(-0.3, m + 0.3)
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title or "superposition in a privileged basis")
+    return fig
+
+
 # --- a whole run ----------------------------------------------------------------------------------
 class SkipFigure(Exception):
     """A run lacks what a figure needs; the message says what (reported by plot_run)."""
@@ -648,10 +692,19 @@ def _fig_adversarial(run, rows, where):
                                   f"inputs, averaged)")
 
 
+def _fig_privileged(run, rows, where):
+    if (_column(rows, "hidden_activation", "none") != "relu").any() or (~_column(rows, "tied", True).astype(bool)).any():
+        raise SkipFigure("drawn for tied models with a ReLU hidden layer (hidden_activation = \"relu\")")
+    best = _best(_uniform_density(rows), "feature_probability").sort_values("feature_probability", ascending=False)
+    W = _weights(run, best)
+    return plot_privileged_neurons(best["feature_probability"], A.neuron_feature_weights(W),
+                                   A.polysemantic_neurons(W), title=f"{run.name}: {where} (best of seeds)")
+
+
 FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_vectors", _fig_feature_vectors),
            ("phase_diagram", _fig_phase), ("dims_per_feature", _fig_dims_per_feature),
            ("feature_dimensionality", _fig_feature_dimensionality), ("geometry_graphs", _fig_geometry),
-           ("adversarial", _fig_adversarial))
+           ("adversarial", _fig_adversarial), ("privileged_neurons", _fig_privileged))
 PER_MODEL_FIGURES = ("intro", "feature_vectors")  # the figures --models chooses the models of
 
 

@@ -361,3 +361,21 @@ def test_dense_regime_note(uniform_run, tmp_path):
     assert min(fig.axes[0].get_yticks()) >= 0  # no tick in the note's band
     sparse = P.plot_dims_per_feature([0.1, 0.01], [0.5, 0.4])
     assert not any(text.get_text() == P.DENSE_NOTE for text in sparse.axes[0].texts)
+
+
+def test_privileged_basis_figure_only_for_a_relu_hidden_layer(tmp_path):
+    """A tied model with h = ReLU(W x) gets the per-neuron stacked bars; the plain tied model does not."""
+    from superpos.plots import plot_privileged_neurons
+    base = {"name": "priv", "model": {"n_features": 4, "n_hidden": 2}, "train": {"steps": 30, "batch_size": 32},
+            "sweep": {"feature_probability": [1.0, 0.1], "importance_decay": 0.8}}
+    privileged = dict(base, model={"n_features": 4, "n_hidden": 2, "hidden_activation": "relu"})
+    run = sp.run_spec(privileged, tmp_path / "p", plot=False, quiet=True)
+    written, skipped = P.plot_run(run, tmp_path / "p_plots")
+    assert any(w.endswith("privileged_neurons.png") for w in written)
+    plain = sp.run_spec(base, tmp_path / "t", plot=False, quiet=True)
+    written, skipped = P.plot_run(plain, tmp_path / "t_plots")
+    assert "privileged_neurons" in dict(skipped) and not any(w.endswith("privileged_neurons.png") for w in written)
+    shares = np.zeros((2, 2, 4))
+    shares[:, 0, 0] = shares[:, 1, 1] = 1.0
+    fig = plot_privileged_neurons([1.0, 0.1], shares, [0, 0])
+    assert len(fig.axes) == 3  # two models' bars and the polysemantic count
