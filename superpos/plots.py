@@ -122,11 +122,11 @@ def _feature_colors(n: int, highlight):
     return [f"C{i % 10}" for i in range(n)] if n <= 10 else ["#333333"] * n
 
 
-def _draw_vectors(ax, W, highlight=None) -> float:
+def _draw_vectors(ax, W, highlight=None, colors=None) -> float:
     """Arrows from the origin to each feature's point in the plane; returns the captured share."""
     coords, captured = plane_coordinates(W)
     n = coords.shape[1]
-    colors = _feature_colors(n, highlight)
+    colors = _feature_colors(n, highlight) if colors is None else colors
     ax.add_patch(Circle((0, 0), 1.0, fill=False, ls=":", lw=0.8, color="0.6"))
     ax.add_collection(LineCollection([[(0, 0), tuple(c)] for c in coords.T], colors=colors,
                                      linewidths=1.4 if n <= 20 else 0.5))
@@ -443,6 +443,45 @@ def plot_adversarial(density, vulnerability: dict, n_superposed, n_represented=N
     return fig
 
 
+# --- correlated and anticorrelated features ------------------------------------------------------
+SET_COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377")
+
+
+def plot_feature_sets(density, W, sets, kind: str, title: str | None = None) -> Figure:
+    """W's columns in the plane per density (one panel each, densest first), coloured by feature set, beside
+    the mean |cos| between features of one set and of different sets against 1/(1−S) (analysis.set_cosines):
+    correlated sets are expected to go orthogonal (within ~ 0), anticorrelated ones antipodal (within ~ 1).
+
+    density: (K,); W: (K, m, n); sets: list of feature-index lists; kind: "correlated" | "anticorrelated".
+    """
+    W = _numpy(W)
+    K, _, n = W.shape
+    colors = ["0.55"] * n
+    for j, members in enumerate(sets):
+        for i in members:
+            colors[i] = SET_COLORS[j % len(SET_COLORS)]
+    within, across = A.set_cosines(W, sets)
+    fig = _figure(2.0 + 1.9 * K, 3.4)
+    grid = fig.add_gridspec(1, K + 2, width_ratios=[1.0] * K + [0.2, 2.0])
+    dens = _numpy(density).ravel()
+    for k in range(K):
+        ax = fig.add_subplot(grid[0, k])
+        _draw_vectors(ax, W[k], colors=colors)
+        ax.set_title(_density_label(float(dens[k])), fontsize=8)
+    right = fig.add_subplot(grid[0, K + 1])
+    x = 1.0 / dens
+    order = np.argsort(x)
+    right.plot(x[order], within[order], "o-", color="#ee6677", ms=4, label=f"same {kind} set")
+    right.plot(x[order], across[order], "s--", color="0.4", ms=4, label="different sets")
+    right.set_xscale("log")
+    right.set_ylim(-0.03, 1.03)
+    right.set_xlabel("1/(1−S)  (inverse feature density, log)")
+    right.set_ylabel("mean |cos| between features")
+    right.legend(fontsize=7)
+    fig.suptitle(title or f"{kind} features: {', '.join(str(list(s)) for s in sets)}")
+    return fig
+
+
 # --- superposition in a privileged basis ---------------------------------------------------------
 def plot_privileged_neurons(density, shares, n_polysemantic, title: str | None = None) -> Figure:
     """Per model (one column each, densest first): a stacked bar per hidden neuron of each feature's share
@@ -692,6 +731,22 @@ def _fig_adversarial(run, rows, where):
                                   f"inputs, averaged)")
 
 
+def _fig_feature_sets(run, rows, where):
+    import json
+    for kind in ("correlated", "anticorrelated"):
+        values = {str(v) for v in _column(rows, f"{kind}_sets", "[]")}
+        sets = [json.loads(v) for v in values if v not in ("[]", "nan", "None", "")]
+        if sets:
+            break
+    else:
+        raise SkipFigure("no correlated_sets or anticorrelated_sets in the run")
+    if len(values) > 1:
+        raise SkipFigure(f"several {kind}_sets values: drawn for a run with one")
+    best = _best(_uniform_density(rows), "feature_probability").sort_values("feature_probability", ascending=False)
+    return plot_feature_sets(best["feature_probability"], _weights(run, best), sets[0], kind,
+                             title=f"{run.name}: {where}, {kind} sets {sets[0]} (best of seeds)")
+
+
 def _fig_privileged(run, rows, where):
     if (_column(rows, "hidden_activation", "none") != "relu").any() or (~_column(rows, "tied", True).astype(bool)).any():
         raise SkipFigure("drawn for tied models with a ReLU hidden layer (hidden_activation = \"relu\")")
@@ -704,7 +759,8 @@ def _fig_privileged(run, rows, where):
 FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_vectors", _fig_feature_vectors),
            ("phase_diagram", _fig_phase), ("dims_per_feature", _fig_dims_per_feature),
            ("feature_dimensionality", _fig_feature_dimensionality), ("geometry_graphs", _fig_geometry),
-           ("adversarial", _fig_adversarial), ("privileged_neurons", _fig_privileged))
+           ("adversarial", _fig_adversarial), ("privileged_neurons", _fig_privileged),
+           ("feature_sets", _fig_feature_sets))
 PER_MODEL_FIGURES = ("intro", "feature_vectors")  # the figures --models chooses the models of
 
 

@@ -379,3 +379,22 @@ def test_privileged_basis_figure_only_for_a_relu_hidden_layer(tmp_path):
     shares[:, 0, 0] = shares[:, 1, 1] = 1.0
     fig = plot_privileged_neurons([1.0, 0.1], shares, [0, 0])
     assert len(fig.axes) == 3  # two models' bars and the polysemantic count
+
+
+def test_feature_sets_figure_for_correlated_and_anticorrelated_runs(tmp_path):
+    """A run with feature sets draws W coloured by set beside the within/across |cos| statistic; a run
+    without sets skips it with its reason."""
+    spec = {"name": "sets", "model": {"n_features": 4, "n_hidden": 2}, "train": {"steps": 30, "batch_size": 32},
+            "sweep": {"feature_probability": [0.3, 0.1], "anticorrelated_sets": [[[0, 1], [2, 3]]]}}
+    run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
+    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    assert any(w.endswith("feature_sets.png") for w in written)
+    plain = dict(spec, sweep={"feature_probability": [0.3, 0.1]})
+    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    assert "correlated_sets" in dict(skipped)["feature_sets"]
+    # the statistic drawn is analysis.set_cosines: an antipodal pair inside each set, orthogonal sets
+    W = np.array([[[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]])
+    fig = P.plot_feature_sets([0.1], W, [[0, 1], [2, 3]], "anticorrelated")
+    assert len(fig.axes) == 2
+    within, across = A.set_cosines(W, [[0, 1], [2, 3]])
+    assert within[0] == pytest.approx(1.0) and across[0] == pytest.approx(0.0)
