@@ -482,6 +482,34 @@ def plot_feature_sets(density, W, sets, kind: str, title: str | None = None) -> 
     return fig
 
 
+# --- learning dynamics ---------------------------------------------------------------------------
+def plot_learning_dynamics(snapshot_steps, dimensionality, loss_steps, loss, title: str | None = None) -> Figure:
+    """Every feature's dimensionality D_i over training (one line per feature, at the snapshot steps) above
+    the loss curve, on a shared log-step axis (paper, "learning dynamics": D_i jumps between the
+    fractions 1, 3/4, 2/3, 1/2, 2/5, ... as the loss drops in steps).
+
+    snapshot_steps: (S,); dimensionality: (S, n); loss_steps: (L,); loss: (L,).
+    """
+    steps = _numpy(snapshot_steps).ravel() + 1.0  # step 0 (the init) on a log axis
+    D = _numpy(dimensionality)
+    fig = _figure(8.0, 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.0, 1.0])
+    colors = colormaps["viridis"](np.linspace(0.0, 0.95, D.shape[1]))
+    for i in range(D.shape[1]):
+        top.plot(steps, D[:, i], color=colors[i], lw=0.8, alpha=0.8)
+    for frac in A.PAPER_FRACTIONS:
+        top.axhline(frac, color="0.8", lw=0.6, ls=":", zorder=0)
+    top.set_ylabel("feature dimensionality $D_i$")
+    top.set_ylim(-0.03, 1.05)
+    bottom.plot(_numpy(loss_steps).ravel() + 1.0, _numpy(loss).ravel(), color="k", lw=1.0)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("loss")
+    bottom.set_xscale("log")
+    bottom.set_xlabel("step + 1 (log)")
+    fig.suptitle(title or "learning dynamics")
+    return fig
+
+
 # --- superposition in a privileged basis ---------------------------------------------------------
 def plot_privileged_neurons(density, shares, n_polysemantic, title: str | None = None) -> Figure:
     """Per model (one column each, densest first): a stacked bar per hidden neuron of each feature's share
@@ -747,6 +775,20 @@ def _fig_feature_sets(run, rows, where):
                              title=f"{run.name}: {where}, {kind} sets {sets[0]} (best of seeds)")
 
 
+def _fig_dynamics(run, rows, where):
+    rows = _ok(rows)
+    if _column(rows, "snapshots", 0).max() == 0 and not any(str(v) not in ("[]", "nan", "0") for v in
+                                                             _column(rows, "snapshot_steps", "[]")):
+        raise SkipFigure("no snapshots (set [train] snapshots or snapshot_steps)")
+    best = rows.sort_values("final_loss", kind="stable").iloc[:1] if "final_loss" in rows else rows.iloc[:1]
+    snaps = run.snapshots(best["model_id"].tolist())
+    loss_steps, loss = run.loss_history(best["model_id"].tolist())
+    D = A.feature_dimensionality(_numpy(snaps["W"][0]))  # (S, n): the snapshots as a batch of models
+    return plot_learning_dynamics(snaps["steps"], D, loss_steps, loss[0],
+                                  title=f"{run.name}: {where}, model {int(best['model_id'].iloc[0])} "
+                                        f"({len(snaps['steps'])} snapshots)")
+
+
 def _fig_privileged(run, rows, where):
     if (_column(rows, "hidden_activation", "none") != "relu").any() or (~_column(rows, "tied", True).astype(bool)).any():
         raise SkipFigure("drawn for tied models with a ReLU hidden layer (hidden_activation = \"relu\")")
@@ -760,7 +802,7 @@ FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_v
            ("phase_diagram", _fig_phase), ("dims_per_feature", _fig_dims_per_feature),
            ("feature_dimensionality", _fig_feature_dimensionality), ("geometry_graphs", _fig_geometry),
            ("adversarial", _fig_adversarial), ("privileged_neurons", _fig_privileged),
-           ("feature_sets", _fig_feature_sets))
+           ("feature_sets", _fig_feature_sets), ("learning_dynamics", _fig_dynamics))
 PER_MODEL_FIGURES = ("intro", "feature_vectors")  # the figures --models chooses the models of
 
 

@@ -398,3 +398,17 @@ def test_feature_sets_figure_for_correlated_and_anticorrelated_runs(tmp_path):
     assert len(fig.axes) == 2
     within, across = A.set_cosines(W, [[0, 1], [2, 3]])
     assert within[0] == pytest.approx(1.0) and across[0] == pytest.approx(0.0)
+
+
+def test_learning_dynamics_figure_needs_snapshots(tmp_path):
+    spec = {"name": "dyn", "model": {"n_features": 6, "n_hidden": 2}, "sweep": {"feature_probability": 0.3},
+            "train": {"steps": 40, "batch_size": 32, "log_every": 5, "snapshots": 6}}
+    run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
+    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    assert any(w.endswith("learning_dynamics.png") for w in written)
+    plain = dict(spec, train={"steps": 40, "batch_size": 32})
+    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    assert "snapshots" in dict(skipped)["learning_dynamics"]
+    # one line per feature in the D_i panel, at the snapshot steps
+    fig = P.plot_learning_dynamics([0, 9, 39], np.full((3, 6), 0.5), [0, 20, 39], [1.0, 0.5, 0.4])
+    assert len(fig.axes[0].get_lines()) == 6 + len(A.PAPER_FRACTIONS)
