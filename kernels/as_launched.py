@@ -118,7 +118,8 @@ def cuda_tool(name: str) -> str:
     return path
 
 
-def _run_on_cubin(tool: str, flags: list, cubin: bytes) -> str:
+def run_on_cubin(tool: str, flags: list, cubin: bytes) -> str:
+    """stdout of a CUDA binary utility of the Triton wheel (cuobjdump, nvdisasm) run on a cubin."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.cubin")
         with open(path, "wb") as f:
@@ -129,25 +130,19 @@ def _run_on_cubin(tool: str, flags: list, cubin: bytes) -> str:
     return proc.stdout
 
 
-def resource_usage(compiled) -> dict:
-    """Registers, stack bytes and shared memory of a compiled kernel, from `cuobjdump -res-usage` of its
-    cubin (what the GPU loads), and the spill bytes ptxas reported when Triton built it (0 if none)."""
-    text = _run_on_cubin("cuobjdump", ["-res-usage"], compiled.asm["cubin"])
-    num = lambda pat: int(m.group(1)) if (m := re.search(pat, text)) else 0  # noqa: E731
-    spills = _ptxas_spills(compiled)
-    return {"registers": num(r"REG:(\d+)"), "stack": num(r"STACK:(\d+)"), "smem_static": num(r"SHARED:(\d+)"),
-            "shared": compiled.metadata.shared, "local": num(r"LOCAL:(\d+)"), **spills}
-
-
-def _ptxas_spills(compiled) -> dict:
-    """Spill bytes: ptxas's report is not kept in the cubin, so count local-memory instructions in the SASS
-    (STL/LDL appear only for spills and stack arrays) and report the stack frame as the spill size."""
-    sass = _run_on_cubin("cuobjdump", ["-sass"], compiled.asm["cubin"])
-    stores = len(re.findall(r"\bSTL(\.\w+)*\b", sass))
-    loads = len(re.findall(r"\bLDL(\.\w+)*\b", sass))
-    return {"spill_store_instructions": stores, "spill_load_instructions": loads}
-
-
 def sass(compiled) -> str:
     """The kernel's SASS, as `cuobjdump -sass` prints it."""
-    return _run_on_cubin("cuobjdump", ["-sass"], compiled.asm["cubin"])
+    return run_on_cubin("cuobjdump", ["-sass"], compiled.asm["cubin"])
+
+
+def resource_usage(compiled) -> dict:
+    """Registers, stack bytes and shared memory of a compiled kernel, from `cuobjdump -res-usage` of its
+    cubin (what the GPU loads), and its local-memory instructions: ptxas's spill report is not kept in
+    the cubin, and STL/LDL appear in the SASS only for spills and stack arrays."""
+    text = run_on_cubin("cuobjdump", ["-res-usage"], compiled.asm["cubin"])
+    num = lambda pat: int(m.group(1)) if (m := re.search(pat, text)) else 0  # noqa: E731
+    code = sass(compiled)
+    return {"registers": num(r"REG:(\d+)"), "stack": num(r"STACK:(\d+)"), "smem_static": num(r"SHARED:(\d+)"),
+            "shared": compiled.metadata.shared, "local": num(r"LOCAL:(\d+)"),
+            "spill_store_instructions": len(re.findall(r"\bSTL(\.\w+)*\b", code)),
+            "spill_load_instructions": len(re.findall(r"\bLDL(\.\w+)*\b", code))}

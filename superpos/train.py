@@ -47,9 +47,8 @@ def train(pop: Population, cfg: TrainConfig | None = None, backend: str = "auto"
         raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if resume is not None and not isinstance(resume, TrainCheckpoint):
         raise ValueError(f"resume must be a TrainCheckpoint, got {type(resume).__name__}")
-    fell_back = resolve_backend(backend) == "triton"
-    backend, device = _kernel_or_fallback(pop, cfg, backend, device)
-    if fell_back and backend == "torch":
+    backend, device, fell_back = _kernel_or_fallback(pop, cfg, backend, device)
+    if fell_back:
         kernel_options = {}  # "auto" fell back to the torch path: the triton-only options do not apply
     if backend == "torch" and kernel_options:
         raise ValueError(f"options {sorted(kernel_options)} apply to the triton backend only")
@@ -94,20 +93,19 @@ _TOLD = set()
 
 
 def _kernel_or_fallback(pop: Population, cfg: TrainConfig, backend: str, device):
-    """The backend (and device) that trains `pop`: "triton" is refused, in one line, for a model family or
-    data option it has no kernel for; "auto" then says so once and uses the torch path on the same device."""
+    """(backend, device, fell back) that train `pop`: "triton" is refused, in one line, for a model family
+    or data option it has no kernel for; "auto" then says so once and uses the torch path on the same
+    device (fell back = True)."""
     resolved = resolve_backend(backend)
-    if resolved != "triton":
-        return resolved, device
+    if resolved != "triton" or backend == "triton":  # an explicit "triton" is refused by train_triton itself
+        return resolved, device, False
     from .triton_backend import unsupported_by_kernels
 
     why = unsupported_by_kernels(pop)
     if why is None:
-        return resolved, device
-    if backend == "triton":
-        raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
+        return resolved, device, False
     device = device if device is not None else "cuda"
     if why not in _TOLD:
         _TOLD.add(why)
         print(f"superpos: no triton kernel for {why}; training with the torch path on {device}", file=sys.stderr)
-    return "torch", device
+    return "torch", device, True

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 def disassemble(cubin: bytes) -> str:
     """SASS text with line info and instruction encodings (for the control bits), by the wheel's nvdisasm."""
-    from ..kernels.as_launched import _run_on_cubin
-    return _run_on_cubin("nvdisasm", ["-c", "-g", "-hex"], cubin)
+    from ..kernels.as_launched import run_on_cubin
+    return run_on_cubin("nvdisasm", ["-c", "-g", "-hex"], cubin)
 
 
 @dataclass(frozen=True)
