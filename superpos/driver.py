@@ -147,8 +147,9 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
     `progress(model_steps)` receives the model-steps done since its last call (whole numbers; a failed
     attempt's are taken back). `resume`/`checkpoint` as in `train`; after a split, the halves start from
     their part of `resume` and offer no checkpoints (a checkpoint is of the whole population).
-    Returns (W, b, loss_history, loss_steps, status, n_splits, extra): extra holds the other tensors a
-    chunk stores (untied parameters, snapshots; superpos.snapshots.chunk_extras).
+    Returns (W, b, loss_history, loss_steps, status, n_splits, extra, trained_by): extra holds the other
+    tensors a chunk stores (untied parameters, snapshots; superpos.snapshots.chunk_extras); trained_by is
+    the backend that really trained it (under "auto", "torch" where a group has no kernel).
     """
     K = len(pop)
     first = resume.step if resume is not None else 0
@@ -163,7 +164,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
         res = train_fn(pop, cfg, backend=backend, device=device, progress=report, resume=resume,
                        checkpoint=checkpoint)
         return (res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0,
-                chunk_extras(res))
+                chunk_extras(res), res.backend)
     except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
         if not _is_oom(err) or K == 1:
             raise
@@ -178,7 +179,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
              for sl in (slice(0, half), slice(half, K))]
     a, b = parts
     return (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]), a[3],
-            a[4] + b[4], 1 + a[5] + b[5], concat_extras(a[6], b[6]))
+            a[4] + b[4], 1 + a[5] + b[5], concat_extras(a[6], b[6]), a[7])
 
 
 _WARNED = set()
@@ -531,7 +532,7 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
             bar.start(stop - start, grp.cfg.steps, model_cost(grp), (stop - start) * (resume.step if resume else 0))
             saver = _Checkpointer(store, i, start, stop, checkpoint_every)
             t1 = time.perf_counter()
-            W, b, hist, steps, status, splits, extra = train_splitting(
+            W, b, hist, steps, status, splits, extra, trained_by = train_splitting(
                 pop, grp.cfg, train_backend or backend, dev, bar, train_fn, resume=resume, checkpoint=saver)
             t2 = time.perf_counter()
             rows = chunk_rows(sweep, i, start, stop, hist, status, W)
@@ -539,7 +540,7 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
                        "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
                        "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
             info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
-                    "device": str(dev), "host": record["host"], "backend": backend, "train_seconds": t2 - t1,
+                    "device": str(dev), "host": record["host"], "backend": trained_by, "train_seconds": t2 - t1,
                     "resumed_from_step": resume.step if resume is not None else 0,
                     "oom_splits": splits, "finished": now_iso()}
             store.write_chunk(i, tensors, rows, info)

@@ -264,3 +264,21 @@ def test_checkpoint_every_is_checked(tmp_path, capsys):
     with pytest.raises(ValueError, match="checkpoint_every"):
         run_sweep(parse_spec(TEXT), tmp_path / "o", checkpoint_every=-1)
     assert not (tmp_path / "o").exists()
+
+
+def test_chunk_records_the_backend_that_trained_it(tmp_path, monkeypatch):
+    """Under "auto" on a GPU, a group the kernels cannot train falls back to torch: its chunk record says
+    "torch", not the "triton" that "auto" resolved to (here "auto" is made to resolve to "triton" on the
+    CPU, the interpreter standing in for the GPU)."""
+    import superpos.driver as driver
+    train_mod = sys.modules["superpos.train"]  # (the package's `train` attribute is the function)
+
+    monkeypatch.setattr(driver, "resolve_backend", lambda b: "triton")
+    monkeypatch.setattr(train_mod, "resolve_backend", lambda b: "triton")
+    # untied models on a shape the tiled kernel takes (n=40, m=20) have no kernel
+    spec = parse_spec({"name": "fallback", "model": {"n_features": 40, "n_hidden": 20, "tied": False},
+                       "train": {"steps": 4, "batch_size": 8, "log_every": 2},
+                       "sweep": {"feature_probability": [0.1], "seeds": 2}})
+    run_sweep(spec, tmp_path / "run", backend="auto", quiet=True, device="cpu")
+    infos = driver.RunStore(tmp_path / "run").chunk_infos(1)
+    assert [info["backend"] for info in infos] == ["torch"]
