@@ -24,7 +24,10 @@ How a kernel calls the general generator (what batch_block does for the plain ca
     x, valid = batch_block_general(seed, t, g0, B, n, cols, mask_c, tab, first, T, BG, SETS, SYMMETRIC, DATASET)
 with tab = load_tables(hi_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, cols, mask_c, SETS) (the
 model's rows of the (K, n) tables, and the population's (n,) gate/src) loaded once per model and chunk,
-and first = batch_start(t, B, T, DATASET) once per step; B is the batch's real size (min(B, T)).
+and first = batch_start(t, B, T, DATASET) once per step; B is the batch's real size (min(B, T)), T the
+dataset size (any value, e.g. 1, without DATASET). TrainData (kernels/buffers.py, built by
+superpos.triton_backend.make_data) holds every table: thr (= hi), scale, lo, off, gate, src, and the
+switches sets, symmetric, dataset_size. sample_batch_data is the debug entry that checks them.
 """
 import triton
 import triton.language as tl
@@ -92,30 +95,11 @@ def interleave_lanes(r0, r1, r2, r3):
 
 
 @triton.jit
-def word_to_feature(word, thr, scale):
-    """One word -> a feature value: 0 with probability 1 - p, else Uniform[0, 1)."""
-    val = tl.minimum(word.to(tl.float32) * scale, ONE_BELOW)
-    return tl.where(word <= thr, val, 0.0)
-
-
-@triton.jit
 def load_thresholds(thr_ptr, scale_ptr, offs_n, mask_n):
     """Per-feature data constants: thr (uint32, stored as int32 bits) and scale (float32)."""
     thr = tl.load(thr_ptr + offs_n, mask=mask_n, other=0).to(tl.uint32, bitcast=True)
     scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
     return thr, scale
-
-
-@triton.jit
-def batch_block(seed, step, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
-    """Features [4 BG, C] of samples 4 g0 .. 4 (g0 + BG) - 1 (consecutive rows) and features `cols` at
-    `step`, zero for samples >= B and masked features; also returns that validity mask."""
-    thr, scale = load_thresholds(thr_ptr, scale_ptr, cols, mask_c)
-    g = g0 + tl.arange(0, BG)  # [BG] Philox counter groups
-    r = interleave_lanes(*philox_words(seed, (g[:, None] * n + cols[None, :]).to(tl.uint32), step))
-    b = g0 * LANES + tl.arange(0, BG * LANES)  # [4 BG] sample index of each row
-    valid = (b < B)[:, None] & mask_c[None, :]
-    return tl.where(valid, word_to_feature(r, thr[None, :], scale[None, :]), 0.0), valid
 
 
 STREAM_DATASET = tl.constexpr(2)  # rng.STREAM_DATASET: the third counter word of dataset samples
@@ -226,6 +210,16 @@ def batch_block_general(seed, step, g0, B, n, cols, mask_c, tab, first, T, BG: t
     return tl.where(valid, x, 0.0), valid
 
 
+@triton.jit
+def batch_block(seed, step, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
+    """Features [4 BG, C] of samples 4 g0 .. 4 (g0 + BG) - 1 (consecutive rows) and features `cols` at
+    `step`, zero for samples >= B and masked features; also returns that validity mask. The plain data
+    (independent features, the stream): batch_block_general with every option off."""
+    tab = load_tables(thr_ptr, scale_ptr, thr_ptr, thr_ptr, thr_ptr, thr_ptr, cols, mask_c, False)
+    return batch_block_general(seed, step, g0, B, n, cols, mask_c, tab, batch_start(step, B, 1, False), 1, BG,
+                               False, False, False)
+
+
 # --- The tiny path's per-feature form (n <= 5, unrolled): gate/src known at compile time ----------------
 def gate_src_code(gate, src, anti) -> int:
     """Pack the tiny path's compile-time tables (n <= 5): feature i's byte is gate | src << 3 | anti << 6."""
@@ -247,21 +241,38 @@ def tiny_features(words, lo, hi, off, scale, N: tl.constexpr, GATE_SRC: tl.const
 
 
 @kernel
-def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, out_ptr, step, n, B,
-                         BG: tl.constexpr, NC: tl.constexpr):
+def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, out_ptr, step, n, B, T,
+                         BG: tl.constexpr, NC: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr,
+                         DATASET: tl.constexpr):
     """Debug path: writes the block (4 BG samples x NC features) of the (B, n) batch that model
-    program_id(0) sees at `step` (out is (K, B, n)), with the tiled kernel's own generator."""
+    program_id(0) sees at `step` (out is (K, B, n), B the batch's real size), with the vectorised
+    generator the block path and the tiled kernel use (batch_block_general)."""
     k = tl.program_id(0).to(tl.int64)
     g0 = tl.program_id(1) * BG
     cols = tl.program_id(2) * NC + tl.arange(0, NC)
     mask_c = cols < n
-    x, valid = batch_block(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, thr_ptr + k * n, scale_ptr + k * n, BG)
+    tab = load_tables(thr_ptr + k * n, scale_ptr + k * n, lo_ptr + k * n, off_ptr + k * n, gate_ptr, src_ptr,
+                      cols, mask_c, SETS)
+    x, valid = batch_block_general(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, tab,
+                                   batch_start(step, B, T, DATASET), T, BG, SETS, SYMMETRIC, DATASET)
     b = g0 * LANES + tl.arange(0, BG * LANES)
     tl.store(out_ptr + k * B * n + b[:, None] * n + cols[None, :], x, mask=valid)
 
 
 def sample_batch(seed, thr, scale, step: int, batch_size: int, out=None):
-    """Launcher: (K, B, n) float32 batch. seed (K,) int64; thr (K, n) int32 bits of uint32; scale (K, n) f32."""
+    """Launcher: (K, B, n) float32 plain batch (independent features, the stream). seed (K,) int64;
+    thr (K, n) int32 bits of uint32; scale (K, n) f32."""
+    return _launch_sample_batch(seed, thr, scale, (thr, thr, thr, thr), step, batch_size, None, False, False, out)
+
+
+def sample_batch_data(data, step: int, out=None):
+    """Launcher: the (K, S, n) batch of a TrainData (superpos.triton_backend.make_data), every data option
+    included; S = data.batch_size (the batch's real size)."""
+    return _launch_sample_batch(data.seed, data.thr, data.scale, (data.lo, data.off, data.gate, data.src), step,
+                                data.batch_size, data.dataset_size, data.sets, data.symmetric, out)
+
+
+def _launch_sample_batch(seed, thr, scale, tables, step, batch_size, dataset_size, sets, symmetric, out):
     import torch
     K, n = thr.shape
     if out is None:
@@ -269,5 +280,6 @@ def sample_batch(seed, thr, scale, step: int, batch_size: int, out=None):
     groups = triton.cdiv(batch_size, 4)
     BG, NC = min(16, triton.next_power_of_2(groups)), min(64, triton.next_power_of_2(n))
     grid = (K, triton.cdiv(groups, BG), triton.cdiv(n, NC))
-    _sample_batch_kernel[grid](seed, thr, scale, out, step, n, batch_size, BG=BG, NC=NC)
+    _sample_batch_kernel[grid](seed, thr, scale, *tables, out, step, n, batch_size, dataset_size or 1, BG=BG, NC=NC,
+                               SETS=sets, SYMMETRIC=symmetric, DATASET=dataset_size is not None)
     return out
