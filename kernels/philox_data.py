@@ -211,13 +211,24 @@ def batch_block_general(seed, step, g0, B, n, cols, mask_c, tab, first, T, BG: t
 
 
 @triton.jit
+def word_to_feature(word, thr, scale):
+    """One word -> a feature value: 0 with probability 1 - p, else Uniform[0, 1) (the plain tables)."""
+    val = tl.minimum(word.to(tl.float32) * scale, ONE_BELOW)
+    return tl.where(word <= thr, val, 0.0)
+
+
+@triton.jit
 def batch_block(seed, step, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
     """Features [4 BG, C] of samples 4 g0 .. 4 (g0 + BG) - 1 (consecutive rows) and features `cols` at
     `step`, zero for samples >= B and masked features; also returns that validity mask. The plain data
-    (independent features, the stream): batch_block_general with every option off."""
-    tab = load_tables(thr_ptr, scale_ptr, thr_ptr, thr_ptr, thr_ptr, thr_ptr, cols, mask_c, False)
-    return batch_block_general(seed, step, g0, B, n, cols, mask_c, tab, batch_start(step, B, 1, False), 1, BG,
-                               False, False, False)
+    only (the tiled kernel's generator as it was compiled and costed; batch_block_general has every
+    option: delegating this to it made the tiled kernels' predictions 4-6% slower)."""
+    thr, scale = load_thresholds(thr_ptr, scale_ptr, cols, mask_c)
+    g = g0 + tl.arange(0, BG)  # [BG] Philox counter groups
+    r = interleave_lanes(*philox_words(seed, (g[:, None] * n + cols[None, :]).to(tl.uint32), step))
+    b = g0 * LANES + tl.arange(0, BG * LANES)  # [4 BG] sample index of each row
+    valid = (b < B)[:, None] & mask_c[None, :]
+    return tl.where(valid, word_to_feature(r, thr[None, :], scale[None, :]), 0.0), valid
 
 
 # --- The tiny path's per-feature form (n <= 5, unrolled): gate/src known at compile time ----------------
@@ -246,15 +257,20 @@ def _sample_batch_kernel(seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr
                          DATASET: tl.constexpr):
     """Debug path: writes the block (4 BG samples x NC features) of the (B, n) batch that model
     program_id(0) sees at `step` (out is (K, B, n), B the batch's real size), with the vectorised
-    generator the block path and the tiled kernel use (batch_block_general)."""
+    generators: the tiled kernel's batch_block for the plain data, batch_block_general (the block path's,
+    and the tiled kernel's to be) with any option."""
     k = tl.program_id(0).to(tl.int64)
     g0 = tl.program_id(1) * BG
     cols = tl.program_id(2) * NC + tl.arange(0, NC)
     mask_c = cols < n
-    tab = load_tables(thr_ptr + k * n, scale_ptr + k * n, lo_ptr + k * n, off_ptr + k * n, gate_ptr, src_ptr,
-                      cols, mask_c, SETS)
-    x, valid = batch_block_general(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, tab,
-                                   batch_start(step, B, T, DATASET), T, BG, SETS, SYMMETRIC, DATASET)
+    if SETS or SYMMETRIC or DATASET:
+        tab = load_tables(thr_ptr + k * n, scale_ptr + k * n, lo_ptr + k * n, off_ptr + k * n, gate_ptr, src_ptr,
+                          cols, mask_c, SETS)
+        x, valid = batch_block_general(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, tab,
+                                       batch_start(step, B, T, DATASET), T, BG, SETS, SYMMETRIC, DATASET)
+    else:  # the plain data: the tiled kernel's own batch_block
+        x, valid = batch_block(tl.load(seed_ptr + k), step, g0, B, n, cols, mask_c, thr_ptr + k * n,
+                               scale_ptr + k * n, BG)
     b = g0 * LANES + tl.arange(0, BG * LANES)
     tl.store(out_ptr + k * B * n + b[:, None] * n + cols[None, :], x, mask=valid)
 
