@@ -4,7 +4,8 @@ Two paths (configs.choose_config picks): the tiny path (_train_tiny: unrolled ov
 thread owns whole samples) and the block path (_train_blocks: [BG, MP, NP] blocks, for n up to ~512).
 
 Per step, inside the kernel: generate the batch in registers from Philox (philox_data), forward
-x' = act(W^T W x + b), importance-weighted MSE backward reduced over the batch, AdamW in place.
+x' = act(W^T W x + b) (or, by constexprs, the privileged-basis / untied families of superpos.reference,
+toward x or |x|), importance-weighted MSE backward reduced over the batch, AdamW in place.
 Nothing but the logged loss touches device memory between the first load and the final store.
 """
 import triton
@@ -116,6 +117,14 @@ def _valid_rows(x, g, lane, B, mask_n, SYMMETRIC: tl.constexpr):
 
 
 @triton.jit
+def _store_block(p_out, m_ptr, v_ptr, offs, mask, p, mp, vp):
+    """A parameter block and its two AdamW moments, written back after the last step."""
+    tl.store(p_out + offs, p, mask=mask)
+    tl.store(m_ptr + offs, mp, mask=mask)
+    tl.store(v_ptr + offs, vp, mask=mask)
+
+
+@triton.jit
 def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                   Wd_in, bh_in, Wd_out, bh_out, mWd_ptr, vWd_ptr, mbh_ptr, vbh_ptr,
                   seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr, consts_ptr, loss_ptr,
@@ -179,19 +188,11 @@ def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
         else:
             D, mD, vD = adamw_update(D, dD, mD, vD, decay, step_size, bc2_sqrt, beta1, beta2, eps)
             bh, mbh, vbh = adamw_update(bh, dbh, mbh, vbh, decay, step_size, bc2_sqrt, beta1, beta2, eps)
-    tl.store(W_out + o_w, W, mask=mask_w)
-    tl.store(mW_ptr + o_w, mW, mask=mask_w)
-    tl.store(vW_ptr + o_w, vW, mask=mask_w)
-    tl.store(b_out + o_b, bias, mask=mask_n)
-    tl.store(mb_ptr + o_b, mb, mask=mask_n)
-    tl.store(vb_ptr + o_b, vb, mask=mask_n)
+    _store_block(W_out, mW_ptr, vW_ptr, o_w, mask_w, W, mW, vW)
+    _store_block(b_out, mb_ptr, vb_ptr, o_b, mask_n, bias, mb, vb)
     if not TIED:
-        tl.store(Wd_out + o_d, D, mask=mask_w)
-        tl.store(mWd_ptr + o_d, mD, mask=mask_w)
-        tl.store(vWd_ptr + o_d, vD, mask=mask_w)
-        tl.store(bh_out + o_h, bh, mask=mask_m)
-        tl.store(mbh_ptr + o_h, mbh, mask=mask_m)
-        tl.store(vbh_ptr + o_h, vbh, mask=mask_m)
+        _store_block(Wd_out, mWd_ptr, vWd_ptr, o_d, mask_w, D, mD, vD)
+        _store_block(bh_out, mbh_ptr, vbh_ptr, o_h, mask_m, bh, mbh, vbh)
 
 
 # --- Tiny models (n <= TINY_MAX_N, see configs): one thread owns whole samples ----------------------
