@@ -37,6 +37,9 @@ SMALL_MAX = 512
 TINY_MAX_N = 5
 TINY_WARPS = 1
 TINY_SLOTS_PER_THREAD = 1
+# The explicit per-sample form (hidden ReLU, untied): parameters per model the tiny path takes (each one
+# costs 4 registers per thread: value, two moments, accumulator); e.g. n=5, m=5 tied, n=5, m=2 untied.
+TINY_MAX_PARAMS = 30
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
@@ -70,11 +73,24 @@ class KernelConfig:
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
 
 
-def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee") -> KernelConfig:
+def tiny_params(n: int, m: int, untied: bool) -> int:
+    """Parameters per model: W, b (, W_dec, b_hidden): the tiny path keeps three copies (with the AdamW
+    moments) and one gradient accumulator of each in every thread."""
+    return m * n + n + (n * m + m if untied else 0)
+
+
+def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee", gram: bool = True,
+                  untied: bool = False) -> KernelConfig:
+    """gram: the model family has the Gram form (tied, no hidden activation); untied: a decoder W_dec and
+    b_hidden besides W, b (the block path then holds two [BG, MP, NP] accumulators)."""
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {', '.join(PRECISIONS)}, got {input_precision!r}")
     groups = triton.cdiv(batch_size, 4)
-    if n <= TINY_MAX_N and 2 * n <= 5 * m and m <= n:  # m <= n: at most 3 n^2 parameter registers
+    if gram:
+        tiny = n <= TINY_MAX_N and 2 * n <= 5 * m and m <= n  # m <= n: at most 3 n^2 parameter registers
+    else:
+        tiny = n <= TINY_MAX_N and tiny_params(n, m, untied) <= TINY_MAX_PARAMS
+    if tiny:
         BG = TINY_SLOTS_PER_THREAD * 32 * TINY_WARPS
         return KernelConfig("small", m, n, BG, TINY_WARPS, input_precision, tiny=True)
     MP = triton.next_power_of_2(m)
@@ -82,7 +98,8 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     if MP * NP <= SMALL_MAX:
         warps = 1 if MP * NP <= 16 else (2 if MP * NP <= 64 else (4 if MP * NP <= 128 else 8))
         threads = 32 * warps
-        BG = min(WORDS_PER_THREAD * threads // NP, PRODUCTS_PER_THREAD * threads // (MP * NP))
+        products = MP * NP * (2 if untied else 1)  # untied: dW and dW_dec accumulators
+        BG = min(WORDS_PER_THREAD * threads // NP, PRODUCTS_PER_THREAD * threads // products)
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)

@@ -8,7 +8,7 @@ every shape and step, which is what superpos.compile_check verifies.
 """
 import triton
 
-RUNTIME_INTS = ("n", "m", "B", "t", "t0", "step", "n_steps", "total_steps", "log_every", "n_log", "n_slices")
+RUNTIME_INTS = ("n", "m", "B", "T", "t", "t0", "step", "n_steps", "total_steps", "log_every", "n_log", "n_slices")
 
 
 def kernel(fn):

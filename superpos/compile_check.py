@@ -6,7 +6,10 @@ launch mode the launcher can pick, relu and linear, each precision), every disti
 compiled through the JIT's binder for each target, and registers, stack (spills) and shared memory are
 read from Triton's own cubin with `cuobjdump -res-usage`.
 
-    python -m superpos.compile_check [--arch 90,80,...] [--shape N,M ...] [--json]
+    python -m superpos.compile_check [--arch 90,80,...] [--shape N,M ...] [--variants all] [--json]
+
+--variants adds the model families and data options of issue 13 (VARIANTS) where the kernel of a shape
+implements them (today the small kernel).
 
 Exit status 1 if any kernel fails to compile or spills on sm_90 or sm_80 (the GPUs the kernels are
 built for); spills on consumer targets are listed with their size. tests/test_compile.py runs a subset.
@@ -29,21 +32,51 @@ BATCH = 1024
 PRIMARY_ARCHS = (90, 80)
 CONSUMER_ARCHS = (75, 86, 89)
 ARCHS = PRIMARY_ARCHS + CONSUMER_ARCHS
+# Model families and data options (issue 13) beyond the plain model: name -> (ModelSpec keywords, DataSpec
+# keywords for n features). Checked where the kernel a shape gets implements them (the small kernel).
+VARIANTS = {
+    "plain": ({}, lambda n: {}),
+    "privileged": ({"hidden_activation": "relu"}, lambda n: {}),
+    "untied-abs": ({"tied": False, "hidden_activation": "relu", "target": "abs", "value_range": "symmetric"},
+                   lambda n: {}),
+    "sets": ({}, lambda n: {"correlated_sets": [[0, 1]]} | ({"anticorrelated_sets": [list(range(2, min(n, 5)))]}
+                                                          if n >= 4 else {})),
+    "dataset": ({"value_range": "symmetric"}, lambda n: {"dataset_size": 3 * BATCH + 2}),
+}
 
 
-def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear")):
-    """[(label dict, Launch)] for every launch the launcher may make for this shape."""
+def variant_population(n: int, m: int, activation: str, variant: str, K: int):
+    """A population of K models of this shape in one of VARIANTS (densities 0.1: sets sum to <= 1)."""
+    from .spec import DataSpec, ModelSpec, Population
+    spec_kw, data_kw = VARIANTS[variant]
+    return Population(ModelSpec(n, m, activation, **spec_kw), feature_probability=0.1, importance=1.0,
+                      seed=np.arange(K), data=DataSpec(**data_kw(n)))
+
+
+def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear"),
+                   variants=("plain",)):
+    """[(label dict, Launch)] for every launch the launcher may make for this shape (and each variant
+    the kernel of this shape implements)."""
+    out = []
+    for variant in variants:
+        out += _variant_launches(n, m, batch, precisions, activations, variant)
+    return out
+
+
+def _variant_launches(n, m, batch, precisions, activations, variant):
+    """shape_launches for one variant ([] where the launcher has no kernel for it)."""
     from .config import TrainConfig
     from .kernels.configs import choose_config
     from .launch_capture import capture_launches, capture_sample_batch
-    from .spec import ModelSpec, Population
+    from .triton_backend import family_config, unsupported_by_kernels
 
     out = []
+    if unsupported_by_kernels(variant_population(n, m, "relu", variant, 1), batch) is not None:
+        return out  # the launcher refuses it (triton_backend.KERNEL_SUPPORTS)
     for activation in activations:
-        pop = Population(ModelSpec(n, m, activation), feature_probability=0.1, importance=1.0,
-                         seed=np.arange(4))
+        pop = variant_population(n, m, activation, variant, 4)
         for prec in precisions:
-            kcfg = choose_config(n, m, batch, prec)
+            kcfg = choose_config(n, m, batch, prec, **family_config(pop.spec))
             if kcfg.kind == "small" and prec != precisions[0]:
                 continue  # no tl.dot in the small kernel: the precision does not change it
             modes = [None] if kcfg.kind == "small" else [True] + ([False] if kcfg.fused_ok else [])
@@ -51,27 +84,28 @@ def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32
                 opts = {"input_precision": prec} | ({} if split is None else {"split": split})
                 mode = "small" if split is None else ("split" if split else "fused")
                 label = {"n": n, "m": m, "activation": activation, "precision": prec, "mode": mode,
-                         "MP": kcfg.MP, "NP": kcfg.NP, "BG": kcfg.BG}
+                         "MP": kcfg.MP, "NP": kcfg.NP, "BG": kcfg.BG, "variant": variant}
                 # steps 0, 1, 2 one launch each (an int equal to 1 is what the JIT specializes), then 3 in one
                 stepwise = capture_launches(pop, TrainConfig(steps=3, batch_size=batch), max_steps_per_launch=1, **opts)
                 whole = capture_launches(pop, TrainConfig(steps=3, batch_size=batch), **opts)
                 out += [(label, launch) for launch in stepwise + whole]
-    pop = Population(ModelSpec(n, m), feature_probability=0.1, importance=1.0, seed=np.arange(2))
+    pop = variant_population(n, m, "relu", variant, 2)
     for step in (0, 1, 2):
-        label = {"n": n, "m": m, "activation": "-", "precision": "-", "mode": "debug", "MP": 0, "NP": 0, "BG": 0}
+        label = {"n": n, "m": m, "activation": "-", "precision": "-", "mode": "debug", "MP": 0, "NP": 0, "BG": 0,
+                 "variant": variant}
         out += [(label, launch) for launch in capture_sample_batch(pop, step, batch)]
     return out
 
 
 def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear"),
-                   progress=None) -> list:
+                   progress=None, variants=("plain",)) -> list:
     """One row per distinct compile: the launch's label, the target, and the compiled resources (or the error)."""
     from .kernels.as_launched import compile_launch, resource_usage
     from .triton_backend import unsupported_reason
 
     rows = []
     for n, m in shapes:
-        labelled = shape_launches(n, m, precisions=precisions, activations=activations)
+        labelled = shape_launches(n, m, precisions=precisions, activations=activations, variants=variants)
         seen = set()  # per shape: with n, m unspecialized, shapes of one config share a compile (cached)
         for arch in archs:
             for label, launch in labelled:
@@ -116,12 +150,12 @@ def verdict(rows) -> tuple[list, list, list]:
     return fail, spill, other
 
 
-HEADER = (f"{'n':>5} {'m':>3} {'act':>6} {'prec':>5} {'mode':>6} {'arch':>6} {'kernel':<22} {'warps':>5}"
+HEADER = (f"{'n':>5} {'m':>3} {'variant':>10} {'act':>6} {'prec':>5} {'mode':>6} {'arch':>6} {'kernel':<22} {'warps':>5}"
           f" {'regs':>5} {'stack':>6} {'smem':>6} {'s':>5}  error")
 
 
 def format_row(r) -> str:
-    return (f"{r['n']:>5} {r['m']:>3} {r['activation']:>6} {r['precision']:>5} {r['mode']:>6} {r['arch']:>6}"
+    return (f"{r['n']:>5} {r['m']:>3} {r.get('variant', 'plain'):>10} {r['activation']:>6} {r['precision']:>5} {r['mode']:>6} {r['arch']:>6}"
             f" {r['kernel']:<22} {r['num_warps']:>5} {r.get('registers', '-'):>5} {r.get('stack', '-'):>6}"
             f" {r.get('shared', '-'):>6} {r['compile_s']:>5}  {r['error'] or r['refused']}")
 
@@ -131,6 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default=",".join(map(str, ARCHS)), help="compute capabilities, e.g. 90,80")
     ap.add_argument("--shape", nargs="*", default=None, help="N,M pairs (default: the paper's shapes and limits)")
     ap.add_argument("--json", action="store_true", help="one JSON object per compiled kernel")
+    ap.add_argument("--variants", default="plain", help=f"comma-separated model families / data options: "
+                                                        f"{', '.join(VARIANTS)}, or all (default: plain)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("compile_check: unset TRITON_INTERPRET (it replaces the JIT this check compiles through)", file=sys.stderr)
@@ -140,13 +176,17 @@ def main(argv=None) -> int:
         shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape] if args.shape else SHAPES
         if any(len(s) != 2 for s in shapes):
             raise ValueError
+        variants = tuple(VARIANTS) if args.variants == "all" else tuple(args.variants.split(","))
+        if not set(variants) <= set(VARIANTS):
+            print(f"compile_check: --variants takes {', '.join(VARIANTS)} or all", file=sys.stderr)
+            return 2
     except ValueError:
         print("compile_check: --arch takes integers like 90,80 and --shape N,M pairs", file=sys.stderr)
         return 2
     if not args.json:
         print(HEADER)
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else (lambda r: print(format_row(r), flush=True))
-    rows = compile_report(shapes, archs, progress=emit)
+    rows = compile_report(shapes, archs, progress=emit, variants=variants)
     fail, spill, other = verdict(rows)
     refused = sum(1 for r in rows if r["refused"])
     summary = (f"{len(rows) - refused} kernels compiled as launched for {', '.join(f'sm_{a}' for a in archs)}"

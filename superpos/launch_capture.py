@@ -26,13 +26,14 @@ def capture_launches(pop: Population, cfg: TrainConfig, **kernel_options) -> lis
 
 
 def capture_sample_batch(pop: Population, step: int, batch_size: int) -> list:
-    """The launch of the debug batch kernel (kernels.philox_data.sample_batch) at `step`."""
+    """The launch of the debug batch kernel (kernels.philox_data.sample_batch_data) at `step`, with the
+    population's data options."""
     from .kernels.as_launched import recording
-    from .kernels.philox_data import sample_batch
+    from .kernels.philox_data import sample_batch_data
     from .triton_backend import make_data
     data = make_data(pop, batch_size, "cpu")
     with recording() as launches:
-        sample_batch(data.seed, data.thr, data.scale, step, batch_size)
+        sample_batch_data(data, step)
     return launches
 
 

@@ -101,7 +101,7 @@ def _kernel_or_fallback(pop: Population, cfg: TrainConfig, backend: str, device)
         return resolved, device, False
     from .triton_backend import unsupported_by_kernels
 
-    why = unsupported_by_kernels(pop)
+    why = unsupported_by_kernels(pop, cfg.batch_size)
     if why is None:
         return resolved, device, False
     device = device if device is not None else "cuda"

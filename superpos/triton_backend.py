@@ -17,22 +17,50 @@ from .spec import Population
 FLOPS_PER_LAUNCH = 2e11
 
 
-def unsupported_by_kernels(pop: Population) -> str | None:
-    """The first option of `pop` the Triton kernels do not implement yet, as `name=value`, or None."""
-    return unsupported_option(pop.spec, pop.data)
+# The model families and data options beyond the plain model (tied, no hidden activation, identity target,
+# unit values, independent features, a fresh batch every step), by kernel kind: what each kernel
+# implements. The tiled kernel's set is declared here (and nowhere else) as it grows.
+OPTIONS = ("hidden_activation", "tied", "target", "value_range", "correlated_sets", "anticorrelated_sets",
+           "dataset_size")
+KERNEL_SUPPORTS = {"small": frozenset(OPTIONS), "tiled": frozenset()}
 
 
-def unsupported_option(spec, data) -> str | None:
-    """unsupported_by_kernels for a ModelSpec and a DataSpec."""
-    for name, default in (("hidden_activation", "none"), ("tied", True), ("target", "identity"),
-                          ("value_range", "unit")):
-        if getattr(spec, name) != default:
-            return f"{name}={getattr(spec, name)!r}"
-    for name in ("correlated_sets", "anticorrelated_sets"):
-        if getattr(data, name):
-            return f"{name}={[list(s) for s in getattr(data, name)]}"
+def unsupported_by_kernels(pop: Population, batch_size: int = 1024) -> str | None:
+    """The first option of `pop` the Triton kernel it would train on does not implement, as
+    `name=value (kind kernel)`, or None."""
+    return unsupported_option(pop.spec, pop.data, batch_size=batch_size)
+
+
+def _options_in_use(spec, data) -> list:
+    """[(name, value)] of the options `spec`/`data` set away from the plain model, in OPTIONS order."""
+    used = [(name, getattr(spec, name)) for name, default in (
+        ("hidden_activation", "none"), ("tied", True), ("target", "identity"), ("value_range", "unit"))
+        if getattr(spec, name) != default]
+    used += [(name, [list(s) for s in getattr(data, name)]) for name in ("correlated_sets", "anticorrelated_sets")
+             if getattr(data, name)]
     if data.dataset_size is not None:
-        return f"dataset_size={data.dataset_size}"
+        used.append(("dataset_size", data.dataset_size))
+    return used
+
+
+def kernel_kind(spec, batch_size: int = 1024) -> str:
+    """Which kernel trains this model family at this shape: "small" or "tiled" (configs.choose_config)."""
+    from .kernels.configs import choose_config
+    return choose_config(spec.n_features, spec.n_hidden, batch_size, **family_config(spec)).kind
+
+
+def family_config(spec) -> dict:
+    """The family's keyword arguments of kernels.configs.choose_config."""
+    return {"gram": spec.tied and spec.hidden_activation == "none", "untied": not spec.tied}
+
+
+def unsupported_option(spec, data, kind: str | None = None, batch_size: int = 1024) -> str | None:
+    """unsupported_by_kernels for a ModelSpec and a DataSpec (kind: the kernel; default the one the shape gets)."""
+    kind = kind or kernel_kind(spec, batch_size)
+    for name, value in _options_in_use(spec, data):
+        if name not in KERNEL_SUPPORTS[kind]:
+            shown = repr(value) if isinstance(value, str) else value
+            return f"{name}={shown} ({kind} kernel, n={spec.n_features}, m={spec.n_hidden})"
     return None
 
 
@@ -75,11 +103,25 @@ def as_uint32_bits(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_data(pop: Population, batch_size: int, device):
+    """The kernels' TrainData: rng.py's tables and the family's switches; batch_size is the configured
+    one (the data's real batch is min(batch_size, dataset_size))."""
     from .kernels.buffers import TrainData
-    thr, scale = rng.data_thresholds(pop.feature_probability)
-    return TrainData(seed=pop.seed.to(device), thr=as_uint32_bits(thr).to(device), scale=scale.to(device),
-                     importance=pop.importance.to(device), batch_size=batch_size,
-                     relu=pop.spec.activation == "relu")
+    from .kernels.configs import TINY_MAX_N
+    from .kernels.philox_data import gate_src_code
+    d, spec = pop.data, pop.spec
+    tab = rng.data_tables(pop.feature_probability, d.correlated_sets, d.anticorrelated_sets)
+    anti = torch.zeros(spec.n_features, dtype=torch.bool)
+    for s in d.anticorrelated_sets:
+        anti[list(s)] = True
+    bits = lambda t: as_uint32_bits(t).to(device)  # noqa: E731
+    return TrainData(seed=pop.seed.to(device), thr=bits(tab.hi), scale=tab.scale.to(device),
+                     importance=pop.importance.to(device), batch_size=d.batch_size(batch_size),
+                     relu=spec.activation == "relu", hidden_relu=spec.hidden_activation == "relu",
+                     target_abs=spec.target == "abs", symmetric=spec.value_range == "symmetric", sets=d.has_sets,
+                     lo=bits(tab.lo), off=bits(tab.off), gate=tab.gate.to(torch.int32).to(device),
+                     src=tab.src.to(torch.int32).to(device),
+                     gate_src=gate_src_code(tab.gate, tab.src, anti) if spec.n_features <= TINY_MAX_N else 0,
+                     dataset_size=d.dataset_size)
 
 
 def steps_per_launch(pop: Population, cfg: TrainConfig) -> int:
@@ -104,13 +146,13 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     from .kernels.train_small import train_small
     from .kernels.train_tiled import train_tiled
 
-    why = unsupported_by_kernels(pop)
+    why = unsupported_by_kernels(pop, cfg.batch_size)
     if why is not None:
         raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
     device = _device(device)
     check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
-    kcfg = choose_config(n, m, cfg.batch_size, input_precision)
+    kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec))
     if kcfg.kind == "small":
         launch = train_small
     else:
@@ -118,18 +160,17 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
         launch = lambda *args: train_tiled(*args, split=split)  # noqa: E731
     start = 0
     if resume is None:
-        W, b = pop.W.to(device), pop.b.to(device)
-        moments = (torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b))
+        params = {k: v.to(device) for k, v in pop.params().items()}
+        exp_avg = {k: torch.zeros_like(v) for k, v in params.items()}
+        exp_avg_sq = {k: torch.zeros_like(v) for k, v in params.items()}
     else:
         resume.check(pop, cfg)
         start = resume.step
-        W, b = resume.params["W"].to(device), resume.params["b"].to(device)
-        moments = tuple(group[k].to(device).clone() for k, group in (
-            ("W", resume.exp_avg), ("W", resume.exp_avg_sq), ("b", resume.exp_avg), ("b", resume.exp_avg_sq)))
-    state = TrainState(W.clone(), b.clone(), torch.full_like(W, float("nan")), torch.full_like(b, float("nan")),
-                       *moments)
+        params, exp_avg, exp_avg_sq = ({k: group[k].to(device) for k in pop.params()}
+                                       for group in (resume.params, resume.exp_avg, resume.exp_avg_sq))
+    state = TrainState.start(params, exp_avg, exp_avg_sq)
     data = make_data(pop, cfg.batch_size, device)
-    B = cfg.batch_size
+    B = data.batch_size  # the batch's real size (a dataset smaller than the batch is the whole batch)
     hyper = Hyper(coef=2.0 / (B * n), inv_bn=1.0 / (B * n), beta1=cfg.betas[0], beta2=cfg.betas[1], eps=cfg.eps)
     consts = cfg.adamw_constants().to(device)
     logged = cfg.logged_steps()
@@ -137,19 +178,20 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     if resume is not None:
         loss.copy_(resume.loss_history)
     chunk = max_steps_per_launch or steps_per_launch(pop, cfg)
-    snaps = SnapshotRecorder(cfg, len(pop), {"W": W, "b": b}, resume.snapshots if resume is not None else None)
+    snaps = SnapshotRecorder(cfg, len(pop), params, resume.snapshots if resume is not None else None)
     # a launch ends at every snapshot step (and a resumed run starts where it stopped)
     bounds = sorted({start} | {t for t in launch_bounds(cfg.steps, chunk, snaps.steps) if t > start})
     for t0, t1 in zip(bounds[:-1], bounds[1:]):
-        snaps.record(t0, {"W": state.W_in, "b": state.b_in})
+        snaps.record(t0, state.params())
         launch(state, data, consts, loss, t0, t1 - t0, cfg.steps, cfg.log_every, hyper, kcfg)
         state.swap()
         if progress is not None:
             progress(t1)
         if checkpoint is not None and t1 < cfg.steps:
-            checkpoint(t1, lambda: TrainCheckpoint.capture(
-                t1, {"W": state.W_in, "b": state.b_in}, {"W": state.mW, "b": state.mb},
-                {"W": state.vW, "b": state.vb}, loss, snaps.store))
-    W, b, history = state.W_in.cpu(), state.b_in.cpu(), loss.cpu()
+            checkpoint(t1, lambda: TrainCheckpoint.capture(t1, state.params(), state.exp_avg(), state.exp_avg_sq(),
+                                                           loss, snaps.store))
+    final = {k: v.cpu() for k, v in state.params().items()}
+    W, b, history = final.pop("W"), final.pop("b"), loss.cpu()
     return TrainResult(W=W, b=b, loss_history=history, loss_steps=logged,
-                       status=model_status(W, b, history), backend="triton", snapshots=snaps.result())
+                       status=model_status(W, b, history, *final.values()), backend="triton", extra=final,
+                       snapshots=snaps.result())

@@ -20,16 +20,21 @@ from superpos.compile_check import CONSUMER_ARCHS, SHAPES  # noqa: E402
 PAPER = [(2, 1), (3, 2), (5, 2), (20, 5), (37, 5), (200, 20), (400, 30)]
 # sm_90: every shape the launcher is checked at, both activations and precisions; sm_80: the paper's
 # shapes (relu: the activation only changes one select); consumer targets: one small and one tiled shape.
-PLAN = [(SHAPES, (90,), ("ieee", "tf32x3", "tf32"), ("relu", "linear")),
-        (PAPER, (80,), ("ieee", "tf32x3", "tf32"), ("relu",)),
-        ([(5, 2), (400, 30)], CONSUMER_ARCHS, ("ieee", "tf32"), ("relu",))]
+# Issue 13's families and data options, where the small kernel takes them: its tiny path (n <= 5, Gram
+# and explicit forms) and its block path (n = 10, 20); relu only (the output activation is one select).
+VARIANTS = ("privileged", "untied-abs", "sets", "dataset")
+VARIANT_SHAPES = [(2, 1), (5, 2), (10, 5), (20, 5)]
+PLAN = [(SHAPES, (90,), ("ieee", "tf32x3", "tf32"), ("relu", "linear"), ("plain",)),
+        (PAPER, (80,), ("ieee", "tf32x3", "tf32"), ("relu",), ("plain",)),
+        ([(5, 2), (400, 30)], CONSUMER_ARCHS, ("ieee", "tf32"), ("relu",), ("plain",)),
+        (VARIANT_SHAPES, (90, 80), ("ieee",), ("relu",), VARIANTS)]
 
 SCRIPT = """
 import json, sys
 from superpos import compile_check as cc
 rows = []
-for shapes, archs, precisions, activations in {plan!r}:
-    rows += cc.compile_report(shapes, archs, precisions, activations)
+for shapes, archs, precisions, activations, variants in {plan!r}:
+    rows += cc.compile_report(shapes, archs, precisions, activations, variants=variants)
 print(json.dumps(rows))
 """
 
@@ -48,7 +53,7 @@ def report():
 
 def test_every_launch_compiles_on_sm90_and_sm80(report):
     from superpos.kernels.configs import choose_config
-    for shapes, archs, _, _ in PLAN[:2]:
+    for shapes, archs, _, _, _ in PLAN[:2]:
         for n, m in shapes:
             for arch in archs:
                 rows = [r for r in report if (r["n"], r["m"], r["arch"]) == (n, m, f"sm_{arch}")]
@@ -63,6 +68,15 @@ def test_every_launch_compiles_on_sm90_and_sm80(report):
                 assert kinds == expected, (n, m, arch, kinds)
 
 
+def test_every_variant_compiles_for_the_small_kernel(report):
+    """Each family / data option gives its own compile of the small kernel (constexprs) on both targets."""
+    for n, m in VARIANT_SHAPES:
+        for arch in ("sm_90", "sm_80"):
+            rows = [r for r in report if (r["n"], r["m"], r["arch"]) == (n, m, arch) and r["variant"] != "plain"]
+            assert {r["variant"] for r in rows if r["kernel"] == "_train_small_kernel"} == set(VARIANTS), (n, m)
+            assert all(r["error"] == "" and not r["refused"] for r in rows)
+
+
 def test_no_spills_on_sm90_and_sm80(report):
     for r in report:
         if r["arch"] in ("sm_90", "sm_80"):
@@ -73,7 +87,8 @@ def test_no_spills_on_sm90_and_sm80(report):
 def test_one_compile_per_configuration_whatever_the_step(report):
     """Steps 0, 1, 2 and a multi-step launch share one compile: the runtime integers are not specialized
     (an int equal to 1 would become a constexpr, a multiple of 16 a divisibility hint)."""
-    keys = [(r["n"], r["m"], r["activation"], r["precision"], r["mode"], r["arch"], r["kernel"]) for r in report]
+    keys = [(r["n"], r["m"], r["variant"], r["activation"], r["precision"], r["mode"], r["arch"], r["kernel"])
+            for r in report]
     assert len(keys) == len(set(keys))
 
 

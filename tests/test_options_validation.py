@@ -116,13 +116,15 @@ def test_untied_parameters_are_checked():
         sp.Population(sp.ModelSpec(5, 2), W_dec=np.zeros((1, 5, 2)))
 
 
+# The small kernel implements every option (tests/test_kernel_variants.py); the tiled kernel (n=200, m=20
+# here) none yet: triton_backend.KERNEL_SUPPORTS declares what each has.
 NO_KERNEL = [
-    (sp.ModelSpec(3, 2, hidden_activation="relu"), sp.DataSpec(), "hidden_activation='relu'"),
-    (sp.ModelSpec(3, 2, tied=False), sp.DataSpec(), "tied=False"),
-    (sp.ModelSpec(3, 2, value_range="symmetric"), sp.DataSpec(), "value_range='symmetric'"),
-    (sp.ModelSpec(3, 2), sp.DataSpec(correlated_sets=[[0, 1]]), "correlated_sets=[[0, 1]]"),
-    (sp.ModelSpec(3, 2), sp.DataSpec(anticorrelated_sets=[[1, 2]]), "anticorrelated_sets=[[1, 2]]"),
-    (sp.ModelSpec(3, 2), sp.DataSpec(dataset_size=7), "dataset_size=7"),
+    (sp.ModelSpec(200, 20, hidden_activation="relu"), sp.DataSpec(), "hidden_activation='relu'"),
+    (sp.ModelSpec(200, 20, tied=False), sp.DataSpec(), "tied=False"),
+    (sp.ModelSpec(200, 20, value_range="symmetric"), sp.DataSpec(), "value_range='symmetric'"),
+    (sp.ModelSpec(200, 20), sp.DataSpec(correlated_sets=[[0, 1]]), "correlated_sets=[[0, 1]]"),
+    (sp.ModelSpec(200, 20), sp.DataSpec(anticorrelated_sets=[[1, 2]]), "anticorrelated_sets=[[1, 2]]"),
+    (sp.ModelSpec(200, 20), sp.DataSpec(dataset_size=7), "dataset_size=7"),
 ]
 
 
@@ -131,14 +133,14 @@ def test_triton_refuses_what_it_has_no_kernel_for(spec, data, option):
     pop = sp.Population(spec, feature_probability=0.3, seed=[1], data=data)
     with pytest.raises(ValueError, match="no kernel for " + option.replace("[", r"\[").replace("]", r"\]")) as e:
         sp.train(pop, sp.TrainConfig(steps=2, batch_size=8), backend="triton")
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "tiled kernel" in str(e.value)
 
 
 def test_auto_says_once_and_uses_the_torch_path_on_the_same_device(monkeypatch, capsys):
     # pretend "auto" picked triton (a CUDA machine); the run stays on the CPU device it was given
     monkeypatch.setattr(train_module, "resolve_backend", lambda b: "triton" if b == "auto" else b)
     monkeypatch.setattr(train_module, "_TOLD", set())
-    pop = sp.Population(sp.ModelSpec(3, 2, hidden_activation="relu"), feature_probability=0.3, seed=[1, 2])
+    pop = sp.Population(sp.ModelSpec(200, 20, hidden_activation="relu"), feature_probability=0.3, seed=[1, 2])
     cfg = sp.TrainConfig(steps=5, batch_size=8)
     first = sp.train(pop, cfg, backend="auto", device="cpu")
     second = sp.train(pop, cfg, backend="auto", device="cpu")

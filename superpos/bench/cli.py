@@ -129,7 +129,7 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     from . import report as rep
-    from .workloads import WORKLOADS, get_workload
+    from .workloads import PREDICT_ONLY, WORKLOADS, get_workload
 
     if args.list:
         for w in WORKLOADS.values():
@@ -139,7 +139,7 @@ def _run(args) -> int:
     if args.report:
         return rep.report(args.report, readme=args.readme, plot=args.plot, plot_workload=args.plot_workload)
     if args.predict:
-        return _predict(args, [get_workload(w) for w in (args.workload or list(WORKLOADS))])
+        return _predict(args, [get_workload(w) for w in (args.workload or list(WORKLOADS) + list(PREDICT_ONLY))])
     if args.json or args.gpu != "h100-sxm":
         raise ValueError("--json and --gpu go with --predict")
     if args.readme:
@@ -150,6 +150,9 @@ def _run(args) -> int:
     from .harness import BACKENDS, TRITON_SPLIT, run
 
     workloads = [get_workload(w) for w in (args.workload or list(WORKLOADS))]
+    for w in workloads:
+        if w.name in PREDICT_ONLY:
+            raise ValueError(f"workload {w.name!r} is for --predict only (the peers train the plain model)")
     for b in args.backend or ():
         if b not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {b!r}")
