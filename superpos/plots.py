@@ -915,6 +915,14 @@ def _fig_adversarial(run, rows, where):
                                   f"inputs, averaged)")
 
 
+def _sets_text(sets) -> str:
+    """[[0, 1], [2..9]]: a set of consecutive features longer than 3 written as a range (titles stay one line)."""
+    def one(members):
+        consecutive = len(members) > 3 and list(members) == list(range(members[0], members[0] + len(members)))
+        return f"[{members[0]}..{members[-1]}]" if consecutive else str(list(members))
+    return "[" + ", ".join(one(list(m)) for m in sets) + "]"
+
+
 def _fig_feature_sets(run, rows, where):
     import json
     for kind in ("correlated", "anticorrelated"):
@@ -930,7 +938,7 @@ def _fig_feature_sets(run, rows, where):
     best = _best(rows[np.isfinite(_column(rows, "feature_probability"))], "feature_probability")
     best = best.sort_values("feature_probability", ascending=False)
     return plot_feature_sets(best["feature_probability"], _weights(run, best), sets[0], kind,
-                             title=f"{run.name}: {where}, {kind} sets {sets[0]} (best of seeds)")
+                             title=f"{run.name}: {where}\n{kind} sets {_sets_text(sets[0])} (best of seeds)")
 
 
 def _fig_dynamics(run, rows, where):
