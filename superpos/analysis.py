@@ -591,3 +591,103 @@ def adversarial_gain(W, b, activation: str = "relu", inputs=None, norm: str = "l
                 cache[key] = _max_over_signs(J[k, i])
             out[k, i] = cache[key]
     return out
+
+
+# --- computation in superposition: the |x| models (section 6) -------------------------------------
+FEATURE_SHARE = 0.05
+"""A feature takes part in a neuron when it holds at least this share of the neuron's squared input
+weight: in a two-feature neuron, |w| at least 0.23 of the top feature's. A trained neuron's decayed
+leftovers on the ~100 unused features are ~0.01 each, well below it."""
+
+ASYMMETRY_RATIO = 2.0
+"""A neuron shared by two features is asymmetric when the larger |weight| is at least this many times
+the smaller: the paper's motif stores one feature strongly and the other weakly, while symmetric
+superposition gives both about the same weight."""
+
+NEURON_ROLES = ("dead", "monosemantic", "asymmetric", "polysemantic")
+
+
+def neuron_roles(W) -> np.ndarray:
+    """(K, m) role of each hidden neuron of an |x| model (W: the encoder, W[k, j, i] feature i -> neuron j).
+
+    Inputs are in [-1, 1), so a weight of either sign makes a neuron fire; shares are of the squared
+    weight (neuron_feature_weights(positive_only=False)). "dead": no weight (below ZERO_NORM);
+    "asymmetric": exactly two features hold >= FEATURE_SHARE and the larger |weight| is >= ASYMMETRY_RATIO
+    times the smaller (checked first: the weak partner may leave the strong one >= MONOSEMANTIC_SHARE);
+    "monosemantic": otherwise one feature holds >= MONOSEMANTIC_SHARE; else "polysemantic".
+    """
+    W = _batch(W)
+    shares = neuron_feature_weights(W, positive_only=False)  # [K, m, n]
+    live = shares.sum(axis=2) > 0
+    top = np.sort(shares, axis=2)[:, :, ::-1]
+    taking_part = (shares >= FEATURE_SHARE).sum(axis=2)
+    # shares are w^2 / sum w^2, so the |weight| ratio of the two largest is sqrt(top0 / top1)
+    ratio = np.sqrt(_safe_divide(top[:, :, 0], top[:, :, 1], top[:, :, 1] > 0))
+    asym = (taking_part == 2) & (ratio >= ASYMMETRY_RATIO)
+    roles = np.where(asym, "asymmetric", np.where(top[:, :, 0] >= MONOSEMANTIC_SHARE, "monosemantic", "polysemantic"))
+    return np.where(live, roles, "dead").astype("<U12")
+
+
+def feature_computation(W) -> dict:
+    """How each feature of an |x| model is computed, from its encoder W (K, m, n); each value (K, n) int.
+
+    own_neurons: monosemantic neurons whose feature it is (2 computes |x| exactly: ReLU(x) + ReLU(-x));
+    shared_neurons: non-monosemantic neurons it takes part in (share >= FEATURE_SHARE).
+    A feature with own_neurons > 0 is "computed by its own neurons", one with only shared neurons is
+    "computed in superposition" (summary counts: computation_summary).
+    """
+    W = _batch(W)
+    shares = neuron_feature_weights(W, positive_only=False)
+    roles = neuron_roles(W)
+    mono = (roles == "monosemantic")[:, :, None] & (shares >= MONOSEMANTIC_SHARE)
+    shared = ((roles == "asymmetric") | (roles == "polysemantic"))[:, :, None] & (shares >= FEATURE_SHARE)
+    return {"own_neurons": mono.sum(axis=1).astype(np.int64), "shared_neurons": shared.sum(axis=1).astype(np.int64)}
+
+
+def computation_summary(W) -> dict:
+    """(K,) counts per |x| model: features computed by their own neurons, features computed only in
+    superposition, and neurons per role (NEURON_ROLES)."""
+    comp = feature_computation(W)
+    roles = neuron_roles(W)
+    own = comp["own_neurons"] > 0
+    out = {"own_features": own.sum(axis=1), "superposed_features": (~own & (comp["shared_neurons"] > 0)).sum(axis=1)}
+    out.update({f"{role}_neurons": (roles == role).sum(axis=1) for role in NEURON_ROLES})
+    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+
+
+# --- finite datasets: memorisation and double descent (Henighan et al. 2023) ----------------------
+def reconstruction_loss(W, b, x, importance=1.0, activation: str = "relu") -> np.ndarray:
+    """(K,) the training objective of tied models on a given batch: mean over samples and features of
+    I_i (x_i - act(W^T W x + b)_i)^2. On fresh samples it is the test loss of the double-descent figure.
+
+    W: (K, m, n); b: (K, n); x: (B, n) shared by every model or (K, B, n); importance: scalar, (n,) or (K, n).
+    """
+    W, b = _batch(W), _as_numpy(b)
+    K, _, n = W.shape
+    b = b[None] if b.ndim == 1 else b
+    x = _as_numpy(x)
+    x = np.broadcast_to(x, (K,) + x.shape) if x.ndim == 2 else x
+    if b.shape != (K, n) or x.ndim != 3 or x.shape[0] != K or x.shape[2] != n:
+        raise ValueError(f"b must be ({K}, {n}) and x (B, {n}) or ({K}, B, {n}), got {b.shape} and {x.shape}")
+    if activation not in ("relu", "linear"):
+        raise ValueError(f"activation must be 'relu' or 'linear', got {activation!r}")
+    z = (x @ W.transpose(0, 2, 1)) @ W + b[:, None, :]  # [K, B, n]
+    out = np.maximum(z, 0.0) if activation == "relu" else z
+    imp = np.broadcast_to(_as_numpy(importance), (K, n)) if np.ndim(importance) < 2 else _as_numpy(importance)
+    return np.einsum("kbi,ki->k", (x - out) ** 2, imp) / (x.shape[1] * n)
+
+
+def hidden_vectors(W, x) -> np.ndarray:
+    """(K, m, B) h = W x of each sample (columns), e.g. of a model's training examples: (B, n) or (K, B, n)."""
+    W = _batch(W)
+    x = _as_numpy(x)
+    x = np.broadcast_to(x, (W.shape[0],) + x.shape) if x.ndim == 2 else x
+    return W @ x.transpose(0, 2, 1)
+
+
+def data_dimensionality(W, x) -> np.ndarray:
+    """(K, B) the follow-up paper's dimensionality of each training example: feature_dimensionality with
+    the hidden vectors h_j = W x_j in place of the features' columns, ||h_j||^4 / sum_k (h_j . h_k)^2.
+    Near 1/T-fractions (e.g. 1/2, 2/5) when the model memorises examples in superposition, ~0 when it
+    stores features instead."""
+    return feature_dimensionality(hidden_vectors(W, x))

@@ -447,15 +447,32 @@ def plot_adversarial(density, vulnerability: dict, n_superposed, n_represented=N
 SET_COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377")
 
 
+def _draw_set_gram(ax, W, sets) -> None:
+    """|cos(W_i, W_j)| of one model's features, ordered set by set (unlisted features last), set edges ruled:
+    what a projection to the plane cannot show when m > 2 (a local orthogonal basis is a black block)."""
+    order = [i for members in sets for i in members]
+    order += [i for i in range(W.shape[1]) if i not in set(order)]
+    V = W[:, order]
+    norms = np.linalg.norm(V, axis=0)
+    unit = V / np.where(norms > A.ZERO_NORM, norms, np.inf)
+    ax.imshow(np.abs(unit.T @ unit), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    edge = np.cumsum([len(members) for members in sets])[:-1] - 0.5
+    for e in edge:
+        ax.axhline(e, color=SET_COLORS[0], lw=0.8)
+        ax.axvline(e, color=SET_COLORS[0], lw=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def plot_feature_sets(density, W, sets, kind: str, title: str | None = None) -> Figure:
-    """W's columns in the plane per density (one panel each, densest first), coloured by feature set, beside
-    the mean |cos| between features of one set and of different sets against 1/(1−S) (analysis.set_cosines):
+    """W's columns in the plane per density (one panel each, densest first), coloured by feature set - for
+    m > 2 the |cos| matrix of the features ordered by set instead - beside the mean |cos| between features of one set and of different sets against 1/(1−S) (analysis.set_cosines):
     correlated sets are expected to go orthogonal (within ~ 0), anticorrelated ones antipodal (within ~ 1).
 
     density: (K,); W: (K, m, n); sets: list of feature-index lists; kind: "correlated" | "anticorrelated".
     """
     W = _numpy(W)
-    K, _, n = W.shape
+    K, m, n = W.shape
     colors = ["0.55"] * n
     for j, members in enumerate(sets):
         for i in members:
@@ -466,7 +483,10 @@ def plot_feature_sets(density, W, sets, kind: str, title: str | None = None) -> 
     dens = _numpy(density).ravel()
     for k in range(K):
         ax = fig.add_subplot(grid[0, k])
-        _draw_vectors(ax, W[k], colors=colors)
+        if m <= 2:
+            _draw_vectors(ax, W[k], colors=colors)
+        else:
+            _draw_set_gram(ax, W[k], sets)
         ax.set_title(_density_label(float(dens[k])), fontsize=8)
     right = fig.add_subplot(grid[0, K + 1])
     x = 1.0 / dens
@@ -550,6 +570,142 @@ def plot_privileged_neurons(density, shares, n_polysemantic, title: str | None =
     right.set_ylim(-0.3, m + 0.3)
     right.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title or "superposition in a privileged basis")
+    return fig
+
+
+# --- computation in superposition (|x| models) ---------------------------------------------------
+ROLE_COLORS = {"dead": "#dddddd", "monosemantic": "#222222", "asymmetric": "#ee7733", "polysemantic": "#4477aa"}
+COMPUTATION_MAX_FEATURES = 40  # a 40-neuron-high heatmap reads about this many feature columns
+
+
+def _neuron_order(W: np.ndarray) -> np.ndarray:
+    """Neurons sorted by the feature with the largest |weight|, then by that weight's sign (the ReLU(x) and
+    ReLU(-x) neurons of one feature side by side), dead neurons last."""
+    top = np.abs(W).argmax(axis=1)
+    sign = np.sign(W[np.arange(len(W)), top])
+    dead = np.abs(W).sum(axis=1) <= A.ZERO_NORM
+    return np.lexsort((-sign, top, dead))
+
+
+def plot_computation(density, W, title: str | None = None) -> Figure:
+    """Per |x| model (one panel each, densest first): its encoder weights as a neurons x features heatmap,
+    neurons sorted by their main feature and tagged by role (analysis.neuron_roles: monosemantic,
+    asymmetric superposition, polysemantic, dead); beside them, against 1/(1-S), the features computed by
+    their own neurons vs only in superposition and the neurons per role (analysis.computation_summary).
+
+    density: (K,); W: (K, m, n) the encoders. Features past the last one any model uses (share >=
+    FEATURE_SHARE in some neuron), at most COMPUTATION_MAX_FEATURES, are left out; the axis says so.
+    """
+    W = _numpy(W)
+    K, m, n = W.shape
+    used = (A.neuron_feature_weights(W, positive_only=False) >= A.FEATURE_SHARE).any(axis=(0, 1))
+    shown = int(min(COMPUTATION_MAX_FEATURES, max(1, np.flatnonzero(used).max() + 1 if used.any() else n)))
+    roles = A.neuron_roles(W)
+    summary = A.computation_summary(W)
+    dens = _numpy(density).ravel()
+    fig = _figure(2.2 + 1.9 * K, 4.4)
+    grid = fig.add_gridspec(1, K + 2, width_ratios=[1.0] * K + [0.25, 2.4])
+    vmax = float(np.abs(W[:, :, :shown]).max()) or 1.0
+    for k in range(K):
+        ax = fig.add_subplot(grid[0, k])
+        order = _neuron_order(W[k])
+        image = ax.imshow(W[k][order][:, :shown], cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
+                          interpolation="nearest", extent=(-0.5, shown - 0.5, m - 0.5, -0.5))
+        ax.scatter(np.full(m, -1.6), np.arange(m), marker="s", s=10 if m > 12 else 30, clip_on=False,
+                   color=[ROLE_COLORS[r] for r in roles[k][order]])
+        ax.set_xlim(-2.2, shown - 0.5)
+        ax.set_xticks([t for t in MaxNLocator(integer=True, nbins=5).tick_values(0, shown - 1) if 0 <= t < shown])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        ax.set_xlabel("feature i" if shown == n else f"feature i (first {shown} of {n})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{_density_label(float(dens[k]))}\n{int(summary['own_features'][k])} own, "
+                     f"{int(summary['superposed_features'][k])} in sup.", fontsize=8)
+        if k == 0:
+            ax.set_ylabel("neuron (sorted by main feature)")
+        else:
+            ax.set_yticklabels([])
+    fig.colorbar(image, ax=fig.axes[:K], label="weight feature → neuron", shrink=0.8, location="bottom", aspect=40)
+    right = fig.add_subplot(grid[0, K + 1])
+    x = 1.0 / dens
+    order = np.argsort(x)
+    right.plot(x[order], summary["own_features"][order], "o-", color="#222222", ms=4, label="features: own neurons")
+    right.plot(x[order], summary["superposed_features"][order], "s-", color="#ee7733", ms=4,
+               label="features: in superposition")
+    for role, marker in (("asymmetric", "^"), ("polysemantic", "v")):
+        right.plot(x[order], summary[f"{role}_neurons"][order], marker=marker, ls="--", color=ROLE_COLORS[role], ms=4,
+                   lw=1, label=f"{role} neurons")
+    right.set_xscale("log")
+    right.set_xlabel("1/(1−S)  (inverse feature density, log)")
+    right.set_ylabel("count")
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
+    right.legend(fontsize=7)
+    handles = [Patch(color=ROLE_COLORS[r], label=f"{r} neuron") for r in A.NEURON_ROLES]
+    fig.legend(handles=handles, loc="outside lower right", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle(title or "computation in superposition: |x|")
+    return fig
+
+
+# --- finite datasets: double descent --------------------------------------------------------------
+TEST_SAMPLES = 2048  # fresh samples per model for the test loss (n = 10,000: 80 MB, drawn one model at a time)
+DOUBLE_DESCENT_PANELS = 5  # dataset sizes whose features and training examples are drawn
+
+
+def _draw_directions(ax, vectors, color) -> None:
+    """Columns of a (2, N) array as thin lines from the origin (thousands of them stay a fan, not a blot)."""
+    v = np.concatenate([vectors, np.zeros((2 - len(vectors), vectors.shape[1]))]) if len(vectors) < 2 else vectors[:2]
+    ax.add_collection(LineCollection([[(0, 0), tuple(c)] for c in v.T], colors=color,
+                                     linewidths=1.2 if v.shape[1] <= 50 else 0.4, alpha=1.0 if v.shape[1] <= 50 else 0.5))
+    ax.scatter(v[0], v[1], s=8 if v.shape[1] <= 50 else 1, color=color, zorder=3)
+    lim = 1.15 * max(float(np.abs(v).max()), 1e-6)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_double_descent(dataset_size, test_loss, train_loss, feature_dims, data_dims, panels, title: str | None = None) -> Figure:
+    """The follow-up paper's figure: test loss (fresh samples) and training loss against the dataset size T,
+    the total dimensionality of the features vs of the training examples (analysis.feature_dimensionality,
+    analysis.data_dimensionality: each sums to at most m), and for a few T the features' directions
+    (W's columns, blue) above the training examples' hidden vectors (h_j = W x_j, red).
+
+    dataset_size, test_loss, train_loss: (P,); feature_dims, data_dims: (P,) sums of D; panels: a list of
+    (T, W (m, n), H (m, T)) drawn left to right (m = 2 drawn as is; m > 2: the first two coordinates).
+    """
+    T = _numpy(dataset_size).ravel()
+    order = np.argsort(T)
+    fig = _figure(max(10.0, 2.1 * len(panels) + 0.5), 7.6)
+    grid = fig.add_gridspec(3, max(len(panels), 2), height_ratios=[1.6, 1.0, 1.0])
+    half = max(len(panels), 2) // 2
+    left = fig.add_subplot(grid[0, :half])
+    left.plot(T[order], _numpy(test_loss).ravel()[order], "o-", color="#d62728", ms=4, label="test loss (fresh samples)")
+    left.plot(T[order], _numpy(train_loss).ravel()[order], "s--", color="0.35", ms=3, lw=1, label="training loss")
+    peak = int(np.nanargmax(_numpy(test_loss).ravel()))
+    left.axvline(T[peak], color="#d62728", lw=0.8, ls=":")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("dataset size T (log)")
+    left.set_ylabel("loss")
+    left.legend(fontsize=7)
+    right = fig.add_subplot(grid[0, half:])
+    right.plot(T[order], _numpy(feature_dims).ravel()[order], "o-", color="#4477aa", ms=4, label=r"features: $\sum_i D_i$")
+    right.plot(T[order], _numpy(data_dims).ravel()[order], "s-", color="#d62728", ms=4,
+               label=r"training examples: $\sum_j D_j$")
+    right.axvline(T[peak], color="#d62728", lw=0.8, ls=":")
+    right.set_xscale("log")
+    right.set_xlabel("dataset size T (log)")
+    right.set_ylabel("total dimensionality")
+    right.legend(fontsize=7)
+    for k, (t, W, H) in enumerate(panels):
+        top, bottom = fig.add_subplot(grid[1, k]), fig.add_subplot(grid[2, k])
+        _draw_directions(top, _numpy(W), "#4477aa")
+        _draw_directions(bottom, _numpy(H), "#d62728")
+        top.set_title(f"T = {int(t)}", fontsize=8)
+        if k == 0:
+            top.set_ylabel("features $W_i$", fontsize=8)
+            bottom.set_ylabel("training examples $h_j$", fontsize=8)
+    fig.suptitle(title or "double descent: memorising examples vs learning features")
     return fig
 
 
@@ -759,6 +915,14 @@ def _fig_adversarial(run, rows, where):
                                   f"inputs, averaged)")
 
 
+def _sets_text(sets) -> str:
+    """[[0, 1], [2..9]]: a set of consecutive features longer than 3 written as a range (titles stay one line)."""
+    def one(members):
+        consecutive = len(members) > 3 and list(members) == list(range(members[0], members[0] + len(members)))
+        return f"[{members[0]}..{members[-1]}]" if consecutive else str(list(members))
+    return "[" + ", ".join(one(list(m)) for m in sets) + "]"
+
+
 def _fig_feature_sets(run, rows, where):
     import json
     for kind in ("correlated", "anticorrelated"):
@@ -770,9 +934,11 @@ def _fig_feature_sets(run, rows, where):
         raise SkipFigure("no correlated_sets or anticorrelated_sets in the run")
     if len(values) > 1:
         raise SkipFigure(f"several {kind}_sets values: drawn for a run with one")
-    best = _best(_uniform_density(rows), "feature_probability").sort_values("feature_probability", ascending=False)
+    rows = _ok(rows)  # one density is enough here: the statistic is drawn per model
+    best = _best(rows[np.isfinite(_column(rows, "feature_probability"))], "feature_probability")
+    best = best.sort_values("feature_probability", ascending=False)
     return plot_feature_sets(best["feature_probability"], _weights(run, best), sets[0], kind,
-                             title=f"{run.name}: {where}, {kind} sets {sets[0]} (best of seeds)")
+                             title=f"{run.name}: {where}\n{kind} sets {_sets_text(sets[0])} (best of seeds)")
 
 
 def _fig_dynamics(run, rows, where):
@@ -798,11 +964,57 @@ def _fig_privileged(run, rows, where):
                                    A.polysemantic_neurons(W), title=f"{run.name}: {where} (best of seeds)")
 
 
+def _fig_computation(run, rows, where):
+    if (_column(rows, "target", "identity") != "abs").any():
+        raise SkipFigure("drawn for models trained toward |x| (target = \"abs\")")
+    rows = _ok(rows)
+    best = _best(rows, "feature_probability").sort_values("feature_probability", ascending=False)
+    return plot_computation(best["feature_probability"], _weights(run, best),
+                            title=f"{run.name}: {where}, target |x| (best of seeds)")
+
+
+def _training_and_test_data(run, model_id: int):
+    """(training examples (T, n), fresh samples (TEST_SAMPLES, n)) of one stored model of a finite dataset."""
+    from dataclasses import replace
+
+    from .spec import Population, sample_batch
+    pop = run.sweep.population(model_id, model_id + 1)
+    T = pop.data.dataset_size
+    fresh = Population(pop.spec, pop.feature_probability.numpy(), pop.importance.numpy(), [int(pop.seed[0])],
+                       data=replace(pop.data, dataset_size=None))
+    return sample_batch(pop, 0, T)[0].numpy(), sample_batch(fresh, 0, TEST_SAMPLES)[0].numpy()
+
+
+def _fig_double_descent(run, rows, where):
+    rows = _ok(rows)
+    if not _varies(_column(rows, "dataset_size")):
+        raise SkipFigure("dataset_size does not vary (set a [sweep] dataset_size axis)")
+    if (_column(rows, "hidden_activation", "none") != "none").any() or (~_column(rows, "tied", True).astype(bool)).any():
+        raise SkipFigure("drawn for the plain tied model")
+    rows = _best(rows[np.isfinite(_column(rows, "dataset_size"))], "dataset_size").sort_values("dataset_size")
+    T = rows["dataset_size"].to_numpy().astype(np.int64)
+    test, fdim, ddim, params = [], [], [], []
+    act = str(_column(rows, "activation", "relu")[0])
+    for model_id in rows["model_id"].tolist():
+        W, b = _weights(run, rows[rows["model_id"] == model_id], biases=True)
+        train_x, test_x = _training_and_test_data(run, int(model_id))
+        test.append(A.reconstruction_loss(W, b, test_x, run.importance([model_id]), act)[0])
+        fdim.append(A.total_dimensionality(W)[0])
+        ddim.append(A.data_dimensionality(W, train_x)[0].sum())
+        params.append((W[0], A.hidden_vectors(W, train_x)[0]))
+    pick = np.unique(np.linspace(0, len(T) - 1, min(DOUBLE_DESCENT_PANELS, len(T))).round().astype(int))
+    panels = [(T[k], *params[k]) for k in pick]
+    return plot_double_descent(T, test, rows["final_loss"].to_numpy(), fdim, ddim, panels,
+                               title=f"{run.name}: {where}, 1−S = {float(rows['feature_probability'].iloc[0]):.3g} "
+                                     f"(best of seeds per T; test loss on {TEST_SAMPLES} fresh samples)")
+
+
 FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_vectors", _fig_feature_vectors),
            ("phase_diagram", _fig_phase), ("dims_per_feature", _fig_dims_per_feature),
            ("feature_dimensionality", _fig_feature_dimensionality), ("geometry_graphs", _fig_geometry),
            ("adversarial", _fig_adversarial), ("privileged_neurons", _fig_privileged),
-           ("feature_sets", _fig_feature_sets), ("learning_dynamics", _fig_dynamics))
+           ("feature_sets", _fig_feature_sets), ("learning_dynamics", _fig_dynamics),
+           ("computation", _fig_computation), ("double_descent", _fig_double_descent))
 PER_MODEL_FIGURES = ("intro", "feature_vectors")  # the figures --models chooses the models of
 
 
@@ -822,7 +1034,9 @@ def plot_run(run, outdir, fmt: str = "png", dpi: int = 130, models=None):
     (--models); for a sweep scaling one feature's density, feature_vectors shows every point in a row
     (the paper's deformation figure); a phase diagram when relative_importance varies and (n, m) is
     (2, 1) or (3, 2); D*, D_i and geometry graphs for a sparsity sweep with uniform importance; the
-    adversarial-vulnerability figure for ReLU models with linear ones of the same shape beside them.
+    adversarial-vulnerability figure for ReLU models with linear ones of the same shape beside them; the
+    computation figure for models trained toward |x|; the double-descent figure for a dataset_size axis
+    (test loss on fresh samples, drawn here: TEST_SAMPLES per model).
     A figure whose data cannot be read (missing weights or loss history) is skipped with the error as
     the reason, so one gap never stops the other figures.
     File names are FIGURE.FMT, or FIGURE_n{n}_m{m}_{activation}.FMT when the run has several shapes.

@@ -76,9 +76,11 @@ def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, r
     log_index = {int(s): j for j, s in enumerate(logged)}
     snaps = SnapshotRecorder(cfg, len(pop), params, resume.snapshots if resume is not None else None)
     report_every = max(1, cfg.steps // 100)
+    # full-batch training on a finite dataset sees the same batch every step: draw it once
+    fixed = sample_batch(pop, 0, cfg.batch_size, device=device) if pop.data.fixed_batch(cfg.batch_size) else None
     for t in range(start, cfg.steps):
         snaps.record(t, params)
-        x = sample_batch(pop, t, cfg.batch_size, device=device)
+        x = fixed if fixed is not None else sample_batch(pop, t, cfg.batch_size, device=device)
         loss, *grads = population_forward_backward(pop.spec, params, x, imp)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()

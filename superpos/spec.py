@@ -183,6 +183,10 @@ class DataSpec:
         """Samples per batch: batch_size, or the whole dataset when it is smaller."""
         return batch_size if self.dataset_size is None else min(batch_size, self.dataset_size)
 
+    def fixed_batch(self, batch_size: int) -> bool:
+        """True when every step's batch is the same: the whole dataset, T <= batch_size (full-batch training)."""
+        return self.dataset_size is not None and self.dataset_size <= batch_size
+
 
 def _as_float_array(name: str, value) -> np.ndarray:
     try:

@@ -158,3 +158,63 @@ def test_adversarial_gain_rejects_bad_input():
     big = np.random.default_rng(0).normal(size=(2, A.MAX_EXACT_LINF_FEATURES + 1))
     with pytest.raises(ValueError, match="enumerates"):
         A.adversarial_gain(big, np.zeros(big.shape[1]), "linear", norm="linf")
+
+
+# --- section 6: computation in superposition (|x| models) -----------------------------------------
+def test_neuron_roles_and_feature_computation_on_hand_built_encoders():
+    # 6 neurons, 4 features: feature 0 computed exactly by ReLU(x) + ReLU(-x) on its own two neurons;
+    # features 1 and 2 share neuron 2 asymmetrically (|w| 1 vs 0.3) and neuron 3 symmetrically;
+    # neuron 4 reads three features; neuron 5 is dead; feature 3 only takes part in neuron 4.
+    W = np.array([[1.0, 0.0, 0.0, 0.0],
+                  [-1.0, 0.0, 0.0, 0.0],
+                  [0.0, 1.0, -0.3, 0.0],
+                  [0.0, 0.7, 0.7, 0.0],
+                  [0.0, 0.6, 0.5, 0.6],
+                  [0.0, 0.0, 0.0, 0.0]])
+    assert A.neuron_roles(W)[0].tolist() == ["monosemantic", "monosemantic", "asymmetric", "polysemantic",
+                                              "polysemantic", "dead"]
+    comp = A.feature_computation(W)
+    assert comp["own_neurons"][0].tolist() == [2, 0, 0, 0]
+    assert comp["shared_neurons"][0].tolist() == [0, 3, 3, 1]
+    summary = A.computation_summary(np.stack([W, np.eye(6, 4)]))
+    assert summary["own_features"].tolist() == [1, 4]  # eye: features 0..3 on neurons 0..3, neurons 4, 5 dead
+    assert summary["superposed_features"].tolist() == [3, 0]
+    assert [summary[f"{r}_neurons"].tolist() for r in A.NEURON_ROLES] == [[1, 2], [2, 4], [1, 0], [2, 0]]
+
+
+def test_asymmetry_is_the_weight_ratio_of_a_two_feature_neuron():
+    # |w| ratio 1 / r for r just inside and outside ASYMMETRY_RATIO (shares stay above FEATURE_SHARE)
+    inside = np.array([[1.0, 1.0 / (A.ASYMMETRY_RATIO + 0.05)]])
+    outside = np.array([[1.0, 1.0 / (A.ASYMMETRY_RATIO - 0.05)]])
+    assert A.neuron_roles(inside)[0, 0] == "asymmetric" and A.neuron_roles(outside)[0, 0] == "polysemantic"
+    # the sign does not matter: inputs are in [-1, 1)
+    assert A.neuron_roles(-inside)[0, 0] == "asymmetric"
+
+
+# --- section 7: finite datasets (double descent) --------------------------------------------------
+def test_reconstruction_loss_matches_the_reference_trainers_loss():
+    from superpos.reference import forward_backward
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(3, 2, 7)), rng.normal(size=(3, 7)) * 0.1
+    x = rng.uniform(size=(3, 50, 7)) * (rng.uniform(size=(3, 50, 7)) < 0.3)
+    imp = rng.uniform(0.5, 1.0, size=(3, 7))
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    for relu in (True, False):
+        loss = forward_backward(t(W), t(b), t(x), t(imp), relu)[0].numpy()
+        np.testing.assert_allclose(A.reconstruction_loss(W, b, x, imp, "relu" if relu else "linear"), loss, rtol=1e-12)
+    # a perfect model: W^T W = identity on the features present, b = 0
+    np.testing.assert_allclose(A.reconstruction_loss(np.eye(7)[None], np.zeros(7), x[0]), [0.0], atol=1e-15)
+
+
+def test_data_dimensionality_of_memorised_examples():
+    # 5 training examples, each one feature, stored as a pentagon of hidden vectors: every D_j = 2/5
+    n = 5
+    W = polygon(n)
+    x = np.eye(n) * 0.7
+    H = A.hidden_vectors(W, x)
+    np.testing.assert_allclose(H[0], 0.7 * W, atol=1e-12)
+    np.testing.assert_allclose(A.data_dimensionality(W, x)[0], np.full(n, 2 / 5), atol=1e-12)
+    # two examples of the same feature at values 1 and 0.5 share one line: D = 1/(1 + 1/4) and
+    # (1/16)/(1/4 + 1/16), which add up to the one dimension they use
+    x = np.array([[1.0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0]])
+    np.testing.assert_allclose(A.data_dimensionality(W, x)[0], [0.8, 0.2], atol=1e-12)

@@ -168,3 +168,17 @@ def test_cpu_paths_and_devices_agree():
         assert torch.equal(a, rng.sample_batch_raw(seeds, p, 5, 16, use_numba=True, **kw))
     if HAS_CUDA:
         assert torch.equal(a, rng.sample_batch_raw(seeds, p, 5, 16, device="cuda", **kw).cpu())
+
+
+def test_full_batch_training_draws_the_dataset_once_with_the_same_result(monkeypatch):
+    """T <= batch: the reference trainer draws the dataset once (DataSpec.fixed_batch); the weights are
+    bit-identical to drawing it again at every step."""
+    data = sp.DataSpec(dataset_size=20)
+    assert data.fixed_batch(20) and not data.fixed_batch(19) and not sp.DataSpec().fixed_batch(10**6)
+    pop = sp.Population(sp.ModelSpec(8, 3), feature_probability=0.3, seed=[1, 2], data=data)
+    cfg = sp.TrainConfig(steps=25, batch_size=64, log_every=5)
+    once = sp.train(pop, cfg, backend="torch")
+    monkeypatch.setattr(sp.DataSpec, "fixed_batch", lambda self, batch_size: False)
+    every_step = sp.train(pop, cfg, backend="torch")
+    assert torch.equal(once.W, every_step.W) and torch.equal(once.b, every_step.b)
+    assert torch.equal(once.loss_history, every_step.loss_history)

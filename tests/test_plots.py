@@ -412,3 +412,44 @@ def test_learning_dynamics_figure_needs_snapshots(tmp_path):
     # one line per feature in the D_i panel, at the snapshot steps
     fig = P.plot_learning_dynamics([0, 9, 39], np.full((3, 6), 0.5), [0, 20, 39], [1.0, 0.5, 0.4])
     assert len(fig.axes[0].get_lines()) == 6 + len(A.PAPER_FRACTIONS)
+
+
+def test_computation_figure_for_abs_models_only(tmp_path):
+    """A run trained toward |x| gets the per-neuron weight heatmaps beside the computation counts; a run
+    toward x skips it with its reason."""
+    model = {"n_features": 5, "n_hidden": 4, "tied": False, "hidden_activation": "relu", "target": "abs",
+             "value_range": "symmetric"}
+    spec = {"name": "abs", "model": model, "train": {"steps": 30, "batch_size": 32},
+            "sweep": {"feature_probability": [1.0, 0.1], "importance_decay": 0.8}}
+    run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
+    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    assert any(w.endswith("computation.png") for w in written)
+    plain = dict(spec, model=dict(model, target="identity"))
+    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    assert "target" in dict(skipped)["computation"]
+    # the heatmap rows are the neurons sorted by main feature, ReLU(x) before ReLU(-x), dead ones last
+    W = np.array([[[0.0, -1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    assert P._neuron_order(W[0]).tolist() == [2, 3, 0, 1]
+    fig = P.plot_computation([1.0], W)
+    save(fig, tmp_path, "computation")
+    assert len(fig.axes) == 3  # one heatmap, its colorbar, the counts
+
+
+def test_double_descent_figure_needs_a_dataset_size_axis(tmp_path):
+    spec = {"name": "dd", "model": {"n_features": 20, "n_hidden": 2},
+            "train": {"steps": 60, "batch_size": 64, "lr_schedule": "cosine", "warmup_steps": 10},
+            "sweep": {"feature_probability": 0.1, "dataset_size": [3, 10, 40]}}
+    run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
+    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    path = [w for w in written if w.endswith("double_descent.png")]
+    assert path
+    assert_image_has_content(path[0])
+    _, skipped = P.plot_run(sp.run_spec(dict(spec, sweep={"feature_probability": 0.1, "dataset_size": 10}),
+                                        tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    assert "dataset_size" in dict(skipped)["double_descent"]
+    # the training examples drawn are the model's dataset: the trainer's full batch
+    train_x, test_x = P._training_and_test_data(run, 1)
+    pop = run.sweep.population(1, 2)
+    np.testing.assert_array_equal(train_x, sp.sample_batch(pop, 5, 64)[0].numpy())
+    assert train_x.shape == (10, 20) and test_x.shape == (P.TEST_SAMPLES, 20)
+    assert not np.isin(test_x[test_x > 0], train_x[train_x > 0]).any()  # fresh samples, not the dataset
