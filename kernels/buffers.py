@@ -32,6 +32,7 @@ class TrainData:
     importance: torch.Tensor  # (K, n) float32
     batch_size: int
     relu: bool
+    hidden_relu: bool = False  # privileged basis: h = ReLU(W x) (the tiled kernel only)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def make_data(pop: Population, batch_size: int, device):
     thr, scale = rng.data_thresholds(pop.feature_probability)
     return TrainData(seed=pop.seed.to(device), thr=as_uint32_bits(thr).to(device), scale=scale.to(device),
                      importance=pop.importance.to(device), batch_size=batch_size,
-                     relu=pop.spec.activation == "relu")
+                     relu=pop.spec.activation == "relu", hidden_relu=pop.spec.hidden_activation == "relu")
 
 
 def steps_per_launch(pop: Population, cfg: TrainConfig) -> int:
