@@ -1,19 +1,23 @@
 """Fused training of larger models (n in the hundreds, m <= 64) with tl.dot tiles.
 
-A step's batch is cut into slices of SLICE samples. The gradient and loss of each slice are summed from
-zero over its tiles (4 BG consecutive samples each) and written to per-slice scratch; the update then
-adds the slices in order and applies AdamW. Where a slice is computed does not change a bit, so two
-launch modes give identical results:
+A step's batch is cut into slices of 4 BG samples (a slice is one tile). The gradient and loss of each
+slice are summed from zero in an order set by the shape alone and written once to per-slice scratch; the
+update then adds the slices in order and applies AdamW. Where a slice is computed does not change a bit,
+so two launch modes give identical results:
     fused: one program per model runs every slice and the update, for many steps per launch;
-    split: per step, one program per (model, slice) for the gradients, then one per model for the update.
+    split: per step, one program per (model, slice) for the gradients, then one per (model, n-chunk) for
+           the update.
 Fused keeps a model on one SM across steps; split fills the GPU when there are too few models for the
 SMs (uniform: 64 models on 132 SMs; configs.use_split decides).
 
-Per tile, over n-chunks of NC features (x is regenerated from Philox in each pass instead of stored:
-three Philox calls per 4 features cost less than the 30 m FLOPs each feature feeds in pass 2 alone):
-    pass 1  h  = x W^T
-    pass 2  z  = h W + b, gz, gh = gz W^T, dW += h^T gz, db += sum gz
-    pass 3  dW += gh^T x
+Per slice, over n-chunks of NC features (x is regenerated from Philox in each pass, through _tile_x, the
+one call site of the data: holding a [4 BG, n] block would take 64-128 registers a thread at n=400):
+    pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
+    pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
+    pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
+Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (fp32-accurate
+on tensor cores: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
+products per _dot: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
 W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes).
 """
 import triton

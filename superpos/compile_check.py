@@ -2,7 +2,8 @@
 
 For each shape, the launcher's real calls are captured through `sp.train(..., backend="triton")`
 (superpos.launch_capture: steps 0, 1 and 2 as separate launches, plus one multi-step launch, in every
-launch mode the launcher can pick, relu and linear, each precision), every distinct specialization is
+launch mode the launcher can pick, relu and linear (and, for the tiled kernel, a hidden ReLU: activation
+"relu/h"), each precision), every distinct specialization is
 compiled through the JIT's binder for each target, and registers, stack (spills) and shared memory are
 read from Triton's own cubin with `cuobjdump -res-usage`.
 
@@ -39,9 +40,13 @@ def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32
     from .spec import ModelSpec, Population
 
     out = []
-    for activation in activations:
-        pop = Population(ModelSpec(n, m, activation), feature_probability=0.1, importance=1.0,
-                         seed=np.arange(4))
+    # (output activation, hidden activation); the tiled kernel also has the privileged basis (hidden ReLU)
+    variants = [(a, "none") for a in activations]
+    if choose_config(n, m, batch).kind == "tiled":
+        variants.append((activations[0], "relu"))
+    for activation, hidden in variants:
+        pop = Population(ModelSpec(n, m, activation, hidden_activation=hidden), feature_probability=0.1,
+                         importance=1.0, seed=np.arange(4))
         for prec in precisions:
             kcfg = choose_config(n, m, batch, prec)
             if kcfg.kind == "small" and prec != precisions[0]:
@@ -50,7 +55,8 @@ def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32
             for split in modes:
                 opts = {"input_precision": prec} | ({} if split is None else {"split": split})
                 mode = "small" if split is None else ("split" if split else "fused")
-                label = {"n": n, "m": m, "activation": activation, "precision": prec, "mode": mode,
+                label = {"n": n, "m": m, "activation": activation + ("/h" if hidden == "relu" else ""),
+                         "precision": prec, "mode": mode,
                          "MP": kcfg.MP, "NP": kcfg.NP, "BG": kcfg.BG}
                 # steps 0, 1, 2 one launch each (an int equal to 1 is what the JIT specializes), then 3 in one
                 stepwise = capture_launches(pop, TrainConfig(steps=3, batch_size=batch), max_steps_per_launch=1, **opts)

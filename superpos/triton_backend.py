@@ -22,11 +22,22 @@ def unsupported_by_kernels(pop: Population) -> str | None:
     return unsupported_option(pop.spec, pop.data)
 
 
+# Issue-13 options a kernel kind implements (kernels.configs.choose_config picks the kind from n and m):
+# the tiled kernel has the privileged basis (h = ReLU(W x), its HRELU constexpr).
+KERNEL_OPTIONS = {"tiled": {("hidden_activation", "relu")}}
+
+
+def _kernel_kind(spec) -> str:
+    from .kernels.configs import choose_config
+    return choose_config(spec.n_features, spec.n_hidden, 1024).kind  # the kind does not depend on the batch
+
+
 def unsupported_option(spec, data) -> str | None:
     """unsupported_by_kernels for a ModelSpec and a DataSpec."""
+    accepted = KERNEL_OPTIONS.get(_kernel_kind(spec), set())
     for name, default in (("hidden_activation", "none"), ("tied", True), ("target", "identity"),
                           ("value_range", "unit")):
-        if getattr(spec, name) != default:
+        if getattr(spec, name) != default and (name, getattr(spec, name)) not in accepted:
             return f"{name}={getattr(spec, name)!r}"
     for name in ("correlated_sets", "anticorrelated_sets"):
         if getattr(data, name):
