@@ -47,11 +47,14 @@ WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
 FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave then costs under 12.5%
-# (MP, precision) -> (BG, warps, fused_ok): fused_ok is False where the fused kernel (both phases in one
-# program) spills and the split ones do not; the slice (4 BG samples) fixes the sums' order, not K.
-TILED = {(16, "ieee"): (16, 4, True), (16, "tf32"): (16, 4, True), (16, "tf32x3"): (16, 4, False),
-         (32, "ieee"): (16, 4, False), (32, "tf32"): (16, 4, False), (32, "tf32x3"): (16, 4, False),
-         (64, "ieee"): (16, 4, False), (64, "tf32"): (16, 4, False), (64, "tf32x3"): (8, 8, False)}
+# (MP, precision) -> (BG, warps, fused_ok, max_registers): fused_ok is False where the fused kernel (both
+# phases in one program) spills and the split ones do not; the slice (4 BG samples) fixes the sums' order,
+# not K. max_registers (split gradient kernel only; the fused one spills under it): 168 lets three 4-warp
+# programs share an SM (tf32: 182 registers left two; uniform 232 -> 173 ms, geometry 390 -> 271 by the
+# cost model; 128 spilled 72 B, and tf32x3 spilled 152 B at 168).
+TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
+         (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
+         (64, "ieee"): (16, 4, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
 # ieee: float32 FMA (CUDA cores); tf32x3: float32-accurate on tensor cores; tf32: tensor cores, ~1e-3 products
 PRECISIONS = ("ieee", "tf32x3", "tf32")
 
@@ -69,6 +72,11 @@ class KernelConfig:
     fused_ok: bool = True  # tiled: the fused (persistent) mode compiles without spills
     fp_fusion: bool = True
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
+    max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
+
+    def register_cap(self) -> dict:
+        """The launch option that caps registers (none when ptxas decides)."""
+        return {} if self.max_registers is None else {"maxnreg": self.max_registers}
 
 
 def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee") -> KernelConfig:
@@ -87,9 +95,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
-    BG, warps, fused_ok = TILED[MP, input_precision]
+    BG, warps, fused_ok, max_registers = TILED[MP, input_precision]
     return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
-                        fused_ok=fused_ok)
+                        fused_ok=fused_ok, max_registers=max_registers)
 
 
 def use_split(cfg: KernelConfig, n_models: int, sm_count: int) -> bool:
