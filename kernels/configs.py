@@ -30,8 +30,11 @@
             on sm_80) | 16, 8: 397 | 32, 8: 262                  -> 16, 4; fused only at MP=16
     tf32x3  8, 4: 559 | 16, 4: 315 | 32, 4: 266 (264 B) | 16, 2: 271 (240 B) | 16, 8: 555 | 32, 8: 394
                                                                -> 16, 4, split only (255 registers on sm_80)
-  MP=64: 16, 4 (ieee, tf32) and, for tf32x3, 8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden
-  ReLU, sm_80); split only. The hidden ReLU (privileged basis) compiles from the same blocks.
+  MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
+  8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
+  (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
+  ptxas otherwise capped it at 168 registers (MP=16 tf32, 32 B spilled); not the split ones: with
+  maxnreg=255 ptxas took 255 registers and spilled 8-96 B at MP=32 ieee where it otherwise takes 160.
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
@@ -54,7 +57,7 @@ FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave th
 # cost model; 128 spilled 72 B, and tf32x3 spilled 152 B at 168).
 TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
          (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
-         (64, "ieee"): (16, 4, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
+         (64, "ieee"): (8, 8, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
 # ieee: float32 FMA (CUDA cores); tf32x3: float32-accurate on tensor cores; tf32: tensor cores, ~1e-3 products
 PRECISIONS = ("ieee", "tf32x3", "tf32")
 

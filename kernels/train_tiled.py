@@ -251,7 +251,8 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
             pW, pb, lossp, data.seed, data.thr, data.scale, data.importance, consts, loss,
             n, m, B, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
             hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **blocks)
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **blocks,
+            maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
         return
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
@@ -259,8 +260,8 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         _tiled_grads_kernel[(K, n_slices)](
             state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, data.importance,
             t, n, m, B, n_slices, hyper.coef,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **blocks,
-            **cfg.register_cap())
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision,
+            **(blocks | cfg.register_cap()))
         _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
             state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, pW, pb, lossp, consts, loss,
             t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
