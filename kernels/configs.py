@@ -15,17 +15,26 @@
   (18,937), intro 6,545 (40,025); registers 64 / 115 / 230, no spills on 3.6 or 3.9. One warp per model:
   every thread updates its own copy of the parameters, so more warps would multiply that per-step cost,
   and the warp count may not depend on K (the summation order over the BG slots is fixed by the shape).
-- "tiled" otherwise (n in the hundreds): tl.dot tiles over a block of 4 BG consecutive samples and an
-  n-chunk of NC=16 features, W and AdamW state in global memory (L2-resident: one model's state is
-  20 m n bytes), input_precision "ieee" or "tf32". tl.dot needs its inner dimension >= 16, hence
-  MP >= 16, NC = 16 and 4 BG >= 16. Chosen from ptxas -v for sm_90 (`python -m superpos.compile_check`):
-  Software pipelining of those loads is off (num_stages=1): it only adds registers here (sm_90, MP=32,
-  ieee: 234 -> 205) and made sm_80 spill at MP=16 and MP=64 tf32. TILED gives (BG, warps) per (MP,
-  precision): 124-251 registers, no spills on sm_90 and sm_80 for n=200..1024, m=1..64. Rejected
-  on the way: the four Philox lanes as four separate [BG, NC] blocks instead of one interleaved block
-  (MP=32: 112-640 bytes spilled); MP=64 ieee at BG=16 / 8 warps (6.9 KB: the FMA dot holds a whole
-  64-long row of h per thread); MP=16 at 8 warps in ieee (sm_90, 12 bytes: ptxas capped it at 128
-  registers) and at 4 warps in tf32 (sm_80, 12 bytes).
+- "tiled" otherwise (n in the hundreds): tl.dot tiles over a slice of 4 BG consecutive samples (a slice
+  is one tile: its dW is written once) and an n-chunk of NC=16 features, W and AdamW state in global
+  memory (L2-resident: one model's state is 20 m n bytes). tl.dot needs every dimension >= 16, hence
+  MP >= 16, NC = 16 and 4 BG >= 16. Software pipelining of the loads is off (num_stages=1: 2 stages
+  gained 5% by the cost model on uniform tf32x3 and nothing on tf32, for 8 more registers). TILED gives
+  (BG, warps, fused_ok) per (MP, precision), picked by the cost model (`superpos bench --predict`, H100
+  SXM, uniform n=400 m=30 K=64, ms per 1,000 steps; tensor-core mma tiles are 16x8 per warp, so 8 warps
+  on a [32, 16] product do the same work twice) among the blocks that do not spill on sm_90 and sm_80
+  (`python -m superpos.compile_check`):
+    ieee    BG, warps = 8, 4: 601 | 16, 4: 487 | 32, 4: 404 (spills 152-320 B at MP=16, 144-168 B fused)
+            | 16, 8: 675 | 32, 8: 605 (144 B)                -> 16, 4; fused spills 8-24 B on sm_80 at MP=32
+    tf32    8, 4: 349 | 16, 4: 232 | 32, 4: 184 (fused spills 40-160 B; the hidden-ReLU split kernel 40 B
+            on sm_80) | 16, 8: 397 | 32, 8: 262                  -> 16, 4; fused only at MP=16
+    tf32x3  8, 4: 559 | 16, 4: 315 | 32, 4: 266 (264 B) | 16, 2: 271 (240 B) | 16, 8: 555 | 32, 8: 394
+                                                               -> 16, 4, split only (255 registers on sm_80)
+  MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
+  8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
+  (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
+  ptxas otherwise capped it at 168 registers (MP=16 tf32, 32 B spilled); not the split ones: with
+  maxnreg=255 ptxas took 255 registers and spilled 8-96 B at MP=32 ieee where it otherwise takes 160.
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
@@ -43,17 +52,15 @@ TINY_MAX_PARAMS = 30
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
-# Samples per gradient slice: the batch-order of the float32 sums is fixed by this alone (not by K or the
-# launch mode), so results do not depend on how many models share a launch. 128 = 2 tiles at BG=16.
-TILED_SLICE = 128
 FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave then costs under 12.5%
-# tf32x3 (fp32-accurate products on tensor cores: each operand split into a tf32 high part and a tf32
-# remainder, three tf32 products summed; Triton's own input_precision) holds three operand pairs live:
-# 222-255 registers at these blocks, spill-free on sm_90 and sm_80 in split mode only (its fused kernel
-# spilled 24 bytes on sm_80 at MP=32, BG=8; MP=64 spilled 16-1,400 bytes at BG=8..16).
-TILED = {(16, "ieee"): (16, 4), (16, "tf32"): (16, 8), (32, "ieee"): (16, 8), (32, "tf32"): (16, 8),
-         (64, "ieee"): (8, 16), (64, "tf32"): (16, 8),
-         (16, "tf32x3"): (16, 8), (32, "tf32x3"): (8, 8), (64, "tf32x3"): (4, 8)}  # (MP, precision) -> (BG, warps)
+# (MP, precision) -> (BG, warps, fused_ok, max_registers): fused_ok is False where the fused kernel (both
+# phases in one program) spills and the split ones do not; the slice (4 BG samples) fixes the sums' order,
+# not K. max_registers (split gradient kernel only; the fused one spills under it): 168 lets three 4-warp
+# programs share an SM (tf32: 182 registers left two; uniform 232 -> 173 ms, geometry 390 -> 271 by the
+# cost model; 128 spilled 72 B, and tf32x3 spilled 152 B at 168).
+TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
+         (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
+         (64, "ieee"): (8, 8, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
 # ieee: float32 FMA (CUDA cores); tf32x3: float32-accurate on tensor cores; tf32: tensor cores, ~1e-3 products
 PRECISIONS = ("ieee", "tf32x3", "tf32")
 
@@ -71,6 +78,11 @@ class KernelConfig:
     fused_ok: bool = True  # tiled: the fused (persistent) mode compiles without spills
     fp_fusion: bool = True
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
+    max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
+
+    def register_cap(self) -> dict:
+        """The launch option that caps registers (none when ptxas decides)."""
+        return {} if self.max_registers is None else {"maxnreg": self.max_registers}
 
 
 def tiny_params(n: int, m: int, untied: bool) -> int:
@@ -103,11 +115,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
-    BG, warps = TILED[MP, input_precision]
-    assert TILED_SLICE % (4 * BG) == 0
-    # MP=64 (and tf32x3): the fused kernel (both phases in one program) spills where the split ones do not.
-    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=TILED_SLICE,
-                        fused_ok=MP <= 32 and input_precision != "tf32x3")
+    BG, warps, fused_ok, max_registers = TILED[MP, input_precision]
+    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
+                        fused_ok=fused_ok, max_registers=max_registers)
 
 
 def use_split(cfg: KernelConfig, n_models: int, sm_count: int) -> bool:

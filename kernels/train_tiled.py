@@ -1,19 +1,23 @@
 """Fused training of larger models (n in the hundreds, m <= 64) with tl.dot tiles.
 
-A step's batch is cut into slices of SLICE samples. The gradient and loss of each slice are summed from
-zero over its tiles (4 BG consecutive samples each) and written to per-slice scratch; the update then
-adds the slices in order and applies AdamW. Where a slice is computed does not change a bit, so two
-launch modes give identical results:
+A step's batch is cut into slices of 4 BG samples (a slice is one tile). The gradient and loss of each
+slice are summed from zero in an order set by the shape alone and written once to per-slice scratch; the
+update then adds the slices in order and applies AdamW. Where a slice is computed does not change a bit,
+so two launch modes give identical results:
     fused: one program per model runs every slice and the update, for many steps per launch;
-    split: per step, one program per (model, slice) for the gradients, then one per model for the update.
+    split: per step, one program per (model, slice) for the gradients, then one per (model, n-chunk) for
+           the update.
 Fused keeps a model on one SM across steps; split fills the GPU when there are too few models for the
 SMs (uniform: 64 models on 132 SMs; configs.use_split decides).
 
-Per tile, over n-chunks of NC features (x is regenerated from Philox in each pass instead of stored:
-three Philox calls per 4 features cost less than the 30 m FLOPs each feature feeds in pass 2 alone):
-    pass 1  h  = x W^T
-    pass 2  z  = h W + b, gz, gh = gz W^T, dW += h^T gz, db += sum gz
-    pass 3  dW += gh^T x
+Per slice, over n-chunks of NC features (x is regenerated from Philox in each pass, through _tile_x, the
+one call site of the data: holding a [4 BG, n] block would take 64-128 registers a thread at n=400):
+    pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
+    pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
+    pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
+Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (fp32-accurate
+on tensor cores: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
+products per _dot: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
 W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes).
 """
 import triton
@@ -34,12 +38,47 @@ def _chunk_masks(c, offs_c, n, mask_m):
 
 
 @triton.jit
+def _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
+    """The tile's samples [4 BG, NC] (features `cols`) and their validity: the kernel's ONE source of data
+    (every pass calls this; a data option is wired here and nowhere else)."""
+    return batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG)
+
+
+@triton.jit
+def _split(a, PREC: tl.constexpr):
+    """(high, low) operand parts: for tf32x3, high = a rounded to the nearest tf32 (10 mantissa bits, by
+    integer arithmetic so the interpreter runs it too) and low = a - high (exact), so that high b_hi +
+    high b_lo + low b_hi is a with float32 accuracy; other precisions use a itself (low is unused)."""
+    if PREC == "tf32x3":
+        hi = ((a.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+        lo = a - hi
+    else:
+        hi = a
+        lo = a
+    return hi, lo
+
+
+@triton.jit
+def _dot(a_hi, a_lo, b_hi, b_lo, acc, PREC: tl.constexpr):
+    """acc + a b. tf32x3: three tf32 tensor-core products of parts split once by _split (the small ones
+    first); ieee / tf32: one tl.dot at that precision."""
+    if PREC == "tf32x3":
+        acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
+        acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
+        acc = tl.dot(a_hi, b_hi, acc, input_precision="tf32")
+    else:
+        acc = tl.dot(a_hi, b_hi, acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
 def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
                  k, sl, n_slices, t, n, m, B, coef,
-                 MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr, SLICE: tl.constexpr,
-                 RELU: tl.constexpr, PREC: tl.constexpr):
-    """Loss sum and gradients of model k's samples [sl SLICE, (sl + 1) SLICE) at step t, summed from zero
-    over the slice's tiles, into partial slot (k, sl): pW [m, n], pb [n], lossp [1]."""
+                 MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
+                 RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
+    """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
+    tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
+    pb [n], lossp [1]. h and gh stay in registers for the whole slice; dW is written once per slice."""
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
@@ -49,89 +88,94 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
     o_p = slot * m * n + offs_m[:, None] * n  # the same rows in the partial slot
     o_pb = slot * n
     seed = tl.load(seed_ptr + k)
-    g_lo = sl * (SLICE // LANES)
-    g_hi = tl.minimum(g_lo + SLICE // LANES, (B + LANES - 1) // LANES)
+    g0 = sl * BG
+    # pass 1: a = x W^T (h = ReLU(a) with a hidden ReLU)
+    a = tl.zeros((BG * LANES, MP), dtype=tl.float32)
+    for c in range(0, n, NC):
+        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
+        w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
+        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        x_hi, x_lo = _split(x, PREC)
+        a = _dot(x_hi, x_lo, tl.trans(w_hi), tl.trans(w_lo), a, PREC)
+    h = tl.maximum(a, 0.0) if HRELU else a
+    h_hi, h_lo = _split(h, PREC)
+    hT_hi = tl.trans(h_hi)
+    hT_lo = tl.trans(h_lo)
+    # pass 2: outputs, loss, gz; gh = gz W^T; db = sum gz; pW = h^T gz
     loss = 0.0
-    for g0 in range(g_lo, g_hi, BG):
-        # the first tile starts the partial sums from zero; blocks, not a scalar bool (Triton 3.9's
-        # interpreter rejects a scalar comparison inside a mask: 'mask has unsupported dtype')
-        later_m = (offs_m * 0 + g0) > g_lo  # [MP]
-        later_c = (offs_c * 0 + g0) > g_lo  # [NC]
-        # pass 1: h = x W^T
-        h = tl.zeros((BG * LANES, MP), dtype=tl.float32)
-        for c in range(0, n, NC):
-            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            WcT = tl.trans(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0))  # [NC, MP]
-            x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
-            h = tl.dot(x, WcT, h, input_precision=PREC)
-        # pass 2: outputs, loss, gz; gh = gz W^T; dW += h^T gz; db += sum gz
-        gh = tl.zeros((BG * LANES, MP), dtype=tl.float32)
-        for c in range(0, n, NC):
-            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            Wc = tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0)  # [MP, NC]
-            bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
-            imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
-            x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
-            z = tl.dot(h, Wc, input_precision=PREC) + bc[None, :]  # [4 BG, NC]
-            y = tl.maximum(z, 0.0) if RELU else z
-            diff = tl.where(valid, y - x, 0.0)
-            wdiff = imp[None, :] * diff
-            loss += tl.sum(tl.sum(wdiff * diff, axis=1), axis=0)
-            gz = coef * wdiff
-            if RELU:
-                gz = tl.where(z > 0.0, gz, 0.0)
-            gh = tl.dot(gz, tl.trans(Wc), gh, input_precision=PREC)  # [4 BG, MP]
-            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw & later_m[:, None], other=0.0)
-            tl.store(pW_ptr + o_p + cols[None, :], tl.dot(tl.trans(h), gz, dW, input_precision=PREC), mask=mw)
-            db = tl.load(pb_ptr + o_pb + cols, mask=mask_c & later_c, other=0.0)
-            tl.store(pb_ptr + o_pb + cols, db + tl.sum(gz, axis=0), mask=mask_c)
-        tl.debug_barrier()
-        # pass 3: dW += gh^T x
-        for c in range(0, n, NC):
-            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
-            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
-            tl.store(pW_ptr + o_p + cols[None, :], tl.dot(tl.trans(gh), x, dW, input_precision=PREC), mask=mw)
-        tl.debug_barrier()
+    gh = tl.zeros((BG * LANES, MP), dtype=tl.float32)
+    for c in range(0, n, NC):
+        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
+        w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
+        bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
+        imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
+        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
+        y = tl.maximum(z, 0.0) if RELU else z
+        diff = tl.where(valid, y - x, 0.0)
+        wdiff = imp[None, :] * diff
+        loss += tl.sum(tl.sum(wdiff * diff, axis=1), axis=0)
+        gz = coef * wdiff
+        if RELU:
+            gz = tl.where(z > 0.0, gz, 0.0)
+        gz_hi, gz_lo = _split(gz, PREC)
+        gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)  # [4 BG, MP]
+        dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
+        tl.store(pW_ptr + o_p + cols[None, :], dW, mask=mw)
+        tl.store(pb_ptr + o_pb + cols, tl.sum(gz, axis=0), mask=mask_c)
     tl.store(lossp_ptr + slot, loss)
+    if HRELU:
+        gh = tl.where(a > 0.0, gh, 0.0)
+    gh_hi, gh_lo = _split(gh, PREC)
+    ghT_hi = tl.trans(gh_hi)
+    ghT_lo = tl.trans(gh_lo)
+    tl.debug_barrier()
+    # pass 3: pW += gh^T x
+    for c in range(0, n, NC):
+        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
+        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        x_hi, x_lo = _split(x, PREC)
+        dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
+        tl.store(pW_ptr + o_p + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
+    tl.debug_barrier()
 
 
 @triton.jit
-def _update(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr, loss_ptr,
-            k, n_slices, t, n, m, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps,
-            MP: tl.constexpr, NC: tl.constexpr):
-    """Model k at step t: add the slices' partials in order (from zero), log the loss, apply AdamW."""
-    offs_m = tl.arange(0, MP)
-    offs_c = tl.arange(0, NC)
-    mask_m = offs_m < m
-    o_w = k * m * n + offs_m[:, None] * n
-    o_b = k * n
+def _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t, total_steps, log_every, n_log, inv_bn):
+    """Model k at step t: the slices' loss sums added in order (from zero), logged as the mean."""
     loss = 0.0
     for sl in range(n_slices):
         loss += tl.load(lossp_ptr + k * n_slices + sl)
     log_loss(loss_ptr + k * n_log, loss * inv_bn, t, total_steps, log_every, n_log)
+
+
+@triton.jit
+def _update_chunk(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
+                  k, c, n_slices, t, n, m, beta1, beta2, eps, MP: tl.constexpr, NC: tl.constexpr):
+    """Model k at step t, features [c, c + NC): add the slices' partials in order (from zero), apply AdamW."""
+    offs_m = tl.arange(0, MP)
+    mask_m = offs_m < m
+    cols, mask_c, mw = _chunk_masks(c, tl.arange(0, NC), n, mask_m)
     decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
-    for c in range(0, n, NC):
-        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        gW = tl.zeros((MP, NC), dtype=tl.float32)
-        gb = tl.zeros((NC,), dtype=tl.float32)
-        for sl in range(n_slices):
-            slot = k * n_slices + sl
-            gW += tl.load(pW_ptr + slot * m * n + offs_m[:, None] * n + cols[None, :], mask=mw, other=0.0)
-            gb += tl.load(pb_ptr + slot * n + cols, mask=mask_c, other=0.0)
-        p_w = o_w + cols[None, :]
-        W, mW, vW = adamw_update(tl.load(W_ptr + p_w, mask=mw), gW, tl.load(mW_ptr + p_w, mask=mw),
-                                 tl.load(vW_ptr + p_w, mask=mw), decay, step_size, bc2_sqrt, beta1, beta2, eps)
-        tl.store(W_ptr + p_w, W, mask=mw)
-        tl.store(mW_ptr + p_w, mW, mask=mw)
-        tl.store(vW_ptr + p_w, vW, mask=mw)
-        p_b = o_b + cols
-        bias, mb, vb = adamw_update(tl.load(b_ptr + p_b, mask=mask_c), gb, tl.load(mb_ptr + p_b, mask=mask_c),
-                                    tl.load(vb_ptr + p_b, mask=mask_c), decay, step_size, bc2_sqrt,
-                                    beta1, beta2, eps)
-        tl.store(b_ptr + p_b, bias, mask=mask_c)
-        tl.store(mb_ptr + p_b, mb, mask=mask_c)
-        tl.store(vb_ptr + p_b, vb, mask=mask_c)
+    gW = tl.zeros((MP, NC), dtype=tl.float32)
+    gb = tl.zeros((NC,), dtype=tl.float32)
+    for sl in range(n_slices):
+        slot = k * n_slices + sl
+        gW += tl.load(pW_ptr + slot * m * n + offs_m[:, None] * n + cols[None, :], mask=mw, other=0.0)
+        gb += tl.load(pb_ptr + slot * n + cols, mask=mask_c, other=0.0)
+    p_w = k * m * n + offs_m[:, None] * n + cols[None, :]
+    W, mW, vW = adamw_update(tl.load(W_ptr + p_w, mask=mw), gW, tl.load(mW_ptr + p_w, mask=mw),
+                             tl.load(vW_ptr + p_w, mask=mw), decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    tl.store(W_ptr + p_w, W, mask=mw)
+    tl.store(mW_ptr + p_w, mW, mask=mw)
+    tl.store(vW_ptr + p_w, vW, mask=mw)
+    p_b = k * n + cols
+    bias, mb, vb = adamw_update(tl.load(b_ptr + p_b, mask=mask_c), gb, tl.load(mb_ptr + p_b, mask=mask_c),
+                                tl.load(vb_ptr + p_b, mask=mask_c), decay, step_size, bc2_sqrt,
+                                beta1, beta2, eps)
+    tl.store(b_ptr + p_b, bias, mask=mask_c)
+    tl.store(mb_ptr + p_b, mb, mask=mask_c)
+    tl.store(vb_ptr + p_b, vb, mask=mask_c)
 
 
 @kernel
@@ -139,8 +183,8 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
                         seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, t0, n_steps, total_steps, log_every, n_log, n_slices,
                         coef, inv_bn, beta1, beta2, eps,
-                        MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr, SLICE: tl.constexpr,
-                        RELU: tl.constexpr, PREC: tl.constexpr):
+                        MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
+                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (W_out/b_out become its working copy)."""
     k = tl.program_id(0).to(tl.int64)
     offs_m = tl.arange(0, MP)
@@ -155,32 +199,37 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
     for s in range(n_steps):
         for sl in range(n_slices):
             _slice_grads(W_out, b_out, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
-                         k, sl, n_slices, t0 + s, n, m, B, coef, MP, NC, BG, SLICE, RELU, PREC)
+                         k, sl, n_slices, t0 + s, n, m, B, coef, MP, NC, BG, RELU, HRELU, PREC)
         tl.debug_barrier()
-        _update(W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr, loss_ptr,
-                k, n_slices, t0 + s, n, m, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps, MP, NC)
+        _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
+        for c in range(0, n, NC):
+            _update_chunk(W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
+                          k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC)
         tl.debug_barrier()
 
 
 @kernel
 def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
                         t, n, m, B, n_slices, coef,
-                        MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr, SLICE: tl.constexpr,
-                        RELU: tl.constexpr, PREC: tl.constexpr):
+                        MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
+                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
     _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1), n_slices, t, n, m, B, coef,
-                 MP, NC, BG, SLICE, RELU, PREC)
+                 MP, NC, BG, RELU, HRELU, PREC)
 
 
 @kernel
 def _tiled_update_kernel(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr,
                          loss_ptr, t, n, m, n_slices, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps,
                          MP: tl.constexpr, NC: tl.constexpr):
-    """Split mode, step t: program k reduces model k's slices and applies AdamW."""
-    _update(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr, loss_ptr,
-            tl.program_id(0).to(tl.int64), n_slices, t, n, m, total_steps, log_every, n_log, inv_bn,
-            beta1, beta2, eps, MP, NC)
+    """Split mode, step t: program (k, j) updates features [j NC, (j + 1) NC) of model k (and j = 0 logs
+    its loss): NC-feature chunks are independent, so the update fills the GPU too."""
+    k = tl.program_id(0).to(tl.int64)
+    if tl.program_id(1) == 0:
+        _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t, total_steps, log_every, n_log, inv_bn)
+    _update_chunk(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
+                  k, tl.program_id(1) * NC, n_slices, t, n, m, beta1, beta2, eps, MP, NC)
 
 
 def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: int, log_every: int,
@@ -202,7 +251,8 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
             pW, pb, lossp, data.seed, data.thr, data.scale, data.importance, consts, loss,
             n, m, B, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
             hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-            BG=cfg.BG, SLICE=cfg.slice_size, RELU=data.relu, PREC=cfg.input_precision, **blocks)
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **blocks,
+            maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
         return
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
@@ -210,8 +260,9 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         _tiled_grads_kernel[(K, n_slices)](
             state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, data.importance,
             t, n, m, B, n_slices, hyper.coef,
-            BG=cfg.BG, SLICE=cfg.slice_size, RELU=data.relu, PREC=cfg.input_precision, **blocks)
-        _tiled_update_kernel[(K,)](
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision,
+            **(blocks | cfg.register_cap()))
+        _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
             state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, pW, pb, lossp, consts, loss,
             t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
             hyper.eps, **blocks)

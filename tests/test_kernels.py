@@ -193,6 +193,33 @@ def test_tiled_kernel_over_several_batch_tiles(n, m, B, prec):
         assert rel_err(a, b) < 1e-4
 
 
+@pytest.mark.parametrize("n,m,B,act,prec", [(45, 20, 70, "relu", "ieee"), (40, 40, 33, "linear", "tf32x3")])
+def test_tiled_kernel_privileged_basis(n, m, B, act, prec):
+    """hidden_activation="relu" (h = ReLU(W x), x' = act(W^T h + b); the backward masks gh where W x <= 0)
+    in the tiled kernel, against the reference's forward_backward(hidden_relu=True): the first step by its
+    gradient, then a few steps by trajectory. Some hidden pre-activations are negative, so the mask acts."""
+    base = _pop(n, m, 2, act)
+    pop = sp.Population(sp.ModelSpec(n, m, act, hidden_activation="relu"), base.feature_probability.numpy(),
+                        base.importance.numpy(), [int(s) for s in base.seed])
+    assert choose_config(n, m, B, prec).kind == "tiled" and triton_backend.unsupported_by_kernels(pop) is None
+    x = sp.sample_batch(pop, 0, B).double()
+    pre = torch.bmm(x, pop.W.double().transpose(1, 2))
+    assert (pre < 0).any() and (pre > 0).any()
+    cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", input_precision=prec)
+    _, dW, db = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), act == "relu",
+                                 hidden_relu=True)
+    _assert_close_after_one_step(got.W, ref.W, dW, cfg.lr)
+    _assert_close_after_one_step(got.b, ref.b, db, cfg.lr)
+    plain = train_torch(base, cfg)  # the mask changes the result: the test would see it missing
+    assert rel_err(plain.W, ref.W) > 1e-5
+    cfg = sp.TrainConfig(steps=5, batch_size=B, log_every=2)
+    ref, got = train_torch(pop, cfg), sp.train(pop, cfg, backend="triton", max_steps_per_launch=3,
+                                               input_precision=prec)
+    for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
+        assert rel_err(a, b) < 1e-4
+
+
 @pytest.mark.parametrize("n,m,B", [(45, 20, 300), (40, 40, 70)])
 def test_tiled_split_and_fused_modes_are_bit_identical(n, m, B):
     """Split (a program per model and batch slice, two launches a step) and fused (a program per model,
@@ -209,14 +236,16 @@ def test_tiled_split_and_fused_modes_are_bit_identical(n, m, B):
 
 
 def test_launch_mode_choice():
-    """Split below 8 models per SM (uniform's 64 models on 132 SMs), fused from there; m > 32 always
-    splits (its fused kernel would spill); the slice is a whole number of tiles."""
+    """Split below 8 models per SM (uniform's 64 models on 132 SMs), fused from there where the fused kernel
+    compiles without spills (configs.TILED: MP=16); always split where it would spill (MP=32, 64 and
+    tf32x3); the slice is one tile."""
     from superpos.kernels.configs import FUSED_MIN_WAVES, use_split
-    cfg = choose_config(400, 30, 1024)
-    assert cfg.kind == "tiled" and cfg.slice_size % (4 * cfg.BG) == 0
+    cfg = choose_config(400, 16, 1024)
+    assert cfg.kind == "tiled" and cfg.fused_ok and cfg.slice_size == 4 * cfg.BG
     assert use_split(cfg, 64, 132) and use_split(cfg, FUSED_MIN_WAVES * 132 - 1, 132)
     assert not use_split(cfg, FUSED_MIN_WAVES * 132, 132)
-    assert use_split(choose_config(400, 64, 1024), 10**6, 132)
+    for m, prec in ((30, "ieee"), (64, "ieee"), (16, "tf32x3")):
+        assert use_split(choose_config(400, m, 1024, prec), 10**6, 132)
 
 
 @pytest.mark.parametrize("n,m", [(5, 2), (45, 20)])

@@ -211,14 +211,6 @@ def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, device: D
 # Trip counts of the loops that use values computed inside the kernel, keyed by (function the `for` is
 # written in, loop variable); `a` is a call's arguments (constexprs included). Loops written in the
 # kernel function over its own arguments need no entry (their range() is evaluated).
-def _tiles_per_slice(a) -> float:
-    """_slice_grads: tiles of BG groups (4 samples each) per slice of SLICE samples, averaged over the
-    n_slices slices (the last one may be short)."""
-    groups, per_slice = math.ceil(a["B"] / 4), a["SLICE"] // 4
-    tiles = [math.ceil(max(0, min(per_slice, groups - s * per_slice)) / a["BG"]) for s in range(a["n_slices"])]
-    return sum(tiles) / len(tiles)
-
-
 TRIP_COUNTS = {
     # the small kernel: two paths (kernels/train_small.py), each with the step loop and a tile loop per step
     # (compiled twice: with and without the loss, which is summed only on logged steps; the two copies
@@ -227,10 +219,11 @@ TRIP_COUNTS = {
     ("_train_tiny", "s"): lambda a: a["n_steps"],
     ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
     ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]),  # whole tiles; the partial one is inline
-    ("_slice_grads", "g0"): _tiles_per_slice,
+    # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
+    # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
-    ("_update", "sl"): lambda a: a["n_slices"],
-    ("_update", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
+    ("_log_slices_loss", "sl"): lambda a: a["n_slices"],
+    ("_update_chunk", "sl"): lambda a: a["n_slices"],
 }
 
 
