@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
-from .philox_data import LANES, batch_block
+from .philox_data import LANES, batch_block, batch_block_general, batch_start, load_tables
 from .specialize import kernel
 from .train_small import log_loss
 
@@ -38,10 +38,18 @@ def _chunk_masks(c, offs_c, n, mask_m):
 
 
 @triton.jit
-def _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG: tl.constexpr):
+def _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
+            BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr):
     """The tile's samples [4 BG, NC] (features `cols`) and their validity: the kernel's ONE source of data
-    (every pass calls this; a data option is wired here and nowhere else)."""
-    return batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG)
+    (every pass calls this; a data option is wired here and nowhere else). Plain data (no sets, unit values,
+    the stream) keeps batch_block's own code; the options take philox_data.batch_block_general."""
+    if SETS or SYMMETRIC or DATASET:
+        tab = load_tables(thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, cols, mask_c, SETS)
+        x, valid = batch_block_general(seed, t, g0, B, n, cols, mask_c, tab, batch_start(t, B, T, DATASET), T, BG,
+                                       SETS, SYMMETRIC, DATASET)
+    else:
+        x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG)
+    return x, valid
 
 
 @triton.jit
@@ -72,10 +80,11 @@ def _dot(a_hi, a_lo, b_hi, b_lo, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
-                 k, sl, n_slices, t, n, m, B, coef,
+def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+                 k, sl, n_slices, t, n, m, B, T, coef,
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
-                 RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
+                 RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
+                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1]. h and gh stay in registers for the whole slice; dW is written once per slice."""
@@ -94,7 +103,8 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
         w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
-        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
+                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         x_hi, x_lo = _split(x, PREC)
         a = _dot(x_hi, x_lo, tl.trans(w_hi), tl.trans(w_lo), a, PREC)
     h = tl.maximum(a, 0.0) if HRELU else a
@@ -109,10 +119,11 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
         w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
-        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
+                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
         y = tl.maximum(z, 0.0) if RELU else z
-        diff = tl.where(valid, y - x, 0.0)
+        diff = tl.where(valid, y - (tl.abs(x) if TABS else x), 0.0)
         wdiff = imp[None, :] * diff
         loss += tl.sum(tl.sum(wdiff * diff, axis=1), axis=0)
         gz = coef * wdiff
@@ -133,7 +144,8 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
     # pass 3: pW += gh^T x
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        x, valid = _tile_x(seed, t, g0, B, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, BG)
+        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
+                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         x_hi, x_lo = _split(x, PREC)
         dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
         tl.store(pW_ptr + o_p + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
@@ -180,11 +192,12 @@ def _update_chunk(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, 
 
 @kernel
 def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr,
-                        seed_ptr, thr_ptr, scale_ptr, imp_ptr, consts_ptr, loss_ptr,
-                        n, m, B, t0, n_steps, total_steps, log_every, n_log, n_slices,
+                        seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr, consts_ptr, loss_ptr,
+                        n, m, B, T, t0, n_steps, total_steps, log_every, n_log, n_slices,
                         coef, inv_bn, beta1, beta2, eps,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
-                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
+                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
+                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (W_out/b_out become its working copy)."""
     k = tl.program_id(0).to(tl.int64)
     offs_m = tl.arange(0, MP)
@@ -198,8 +211,9 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
     tl.debug_barrier()
     for s in range(n_steps):
         for sl in range(n_slices):
-            _slice_grads(W_out, b_out, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
-                         k, sl, n_slices, t0 + s, n, m, B, coef, MP, NC, BG, RELU, HRELU, PREC)
+            _slice_grads(W_out, b_out, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+                         k, sl, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
+                         SETS, SYMMETRIC, DATASET, TABS)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
@@ -209,14 +223,15 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
 
 
 @kernel
-def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
-                        t, n, m, B, n_slices, coef,
+def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+                        t, n, m, B, T, n_slices, coef,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
-                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr):
+                        RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
+                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
-    _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, imp_ptr,
-                 tl.program_id(0).to(tl.int64), tl.program_id(1), n_slices, t, n, m, B, coef,
-                 MP, NC, BG, RELU, HRELU, PREC)
+    _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+                 tl.program_id(0).to(tl.int64), tl.program_id(1), n_slices, t, n, m, B, T, coef,
+                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS)
 
 
 @kernel
@@ -236,32 +251,44 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
                 hyper, cfg, split: bool = False):
     """Launch: advance every model by n_steps from step t0 (state/data: kernels.buffers); `split` picks
     the mode (configs.use_split), which changes the speed and not a bit of the result."""
+    import dataclasses
+
     import torch
+    if data.dataset_size is not None and cfg.BG > 4:
+        # a finite dataset draws one Philox counter per sample (4x the live words): at the table's BG the
+        # gradient kernel spilled 8-32 B (compile check, sm_90/sm_80); half the tile fits. The slice size
+        # is still set by the shape and the options alone, so alone/crowd and both modes keep their bits.
+        cfg = dataclasses.replace(cfg, BG=cfg.BG // 2, slice_size=cfg.slice_size // 2)
     K, m, n = state.W_in.shape
     B = data.batch_size
     n_slices = triton.cdiv(B, cfg.slice_size)
     pW = torch.empty((K, n_slices, m, n), dtype=torch.float32, device=state.W_in.device)  # scratch
     pb = torch.empty((K, n_slices, n), dtype=torch.float32, device=state.W_in.device)
     lossp = torch.empty((K, n_slices), dtype=torch.float32, device=state.W_in.device)
+    T = data.dataset_size or 1  # (any value without a dataset)
+    tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
+    options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
+                   TABS=data.target_abs)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:
         _train_tiled_kernel[(K,)](
             state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb,
-            pW, pb, lossp, data.seed, data.thr, data.scale, data.importance, consts, loss,
-            n, m, B, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
+            pW, pb, lossp, data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
+            n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
             hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **blocks,
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
             maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
         return
+    cap = cfg.register_cap()
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
     for t in range(t0, t0 + n_steps):
         _tiled_grads_kernel[(K, n_slices)](
-            state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, data.importance,
-            t, n, m, B, n_slices, hyper.coef,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision,
-            **(blocks | cfg.register_cap()))
+            state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, *tables, data.importance,
+            t, n, m, B, T, n_slices, hyper.coef,
+            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
+            **(blocks | cap))
         _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
             state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, pW, pb, lossp, consts, loss,
             t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,

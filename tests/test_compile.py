@@ -24,10 +24,14 @@ PAPER = [(2, 1), (3, 2), (5, 2), (20, 5), (37, 5), (200, 20), (400, 30)]
 # and explicit forms) and its block path (n = 10, 20); relu only (the output activation is one select).
 VARIANTS = ("privileged", "untied-abs", "sets", "dataset")
 VARIANT_SHAPES = [(2, 1), (5, 2), (10, 5), (20, 5)]
+# the tiled kernel's options (tied models): hidden ReLU, sets, a finite dataset with symmetric values
+TILED_VARIANTS = ("privileged", "sets", "dataset")
+TILED_VARIANT_SHAPE = (200, 20)
 PLAN = [(SHAPES, (90,), ("ieee", "tf32x3", "tf32"), ("relu", "linear"), ("plain",)),
         (PAPER, (80,), ("ieee", "tf32x3", "tf32"), ("relu",), ("plain",)),
         ([(5, 2), (400, 30)], CONSUMER_ARCHS, ("ieee", "tf32"), ("relu",), ("plain",)),
-        (VARIANT_SHAPES, (90, 80), ("ieee",), ("relu",), VARIANTS)]
+        (VARIANT_SHAPES, (90, 80), ("ieee",), ("relu",), VARIANTS),
+        ([TILED_VARIANT_SHAPE], (90, 80), ("ieee", "tf32x3", "tf32"), ("relu",), TILED_VARIANTS)]
 
 SCRIPT = """
 import json, sys
@@ -75,6 +79,15 @@ def test_every_variant_compiles_for_the_small_kernel(report):
             rows = [r for r in report if (r["n"], r["m"], r["arch"]) == (n, m, arch) and r["variant"] != "plain"]
             assert {r["variant"] for r in rows if r["kernel"] == "_train_small_kernel"} == set(VARIANTS), (n, m)
             assert all(r["error"] == "" and not r["refused"] for r in rows)
+
+
+def test_every_variant_compiles_for_the_tiled_kernel(report):
+    for arch in ("sm_90", "sm_80"):
+        rows = [r for r in report if (r["n"], r["m"]) == TILED_VARIANT_SHAPE and r["arch"] == arch
+                and r["variant"] in TILED_VARIANTS and r["kernel"] == "_tiled_grads_kernel"]
+        assert {(r["variant"], r["precision"]) for r in rows} == {
+            (v, p) for v in TILED_VARIANTS for p in ("ieee", "tf32x3", "tf32")}, arch
+        assert all(r["error"] == "" and not r["refused"] for r in rows)
 
 
 def test_no_spills_on_sm90_and_sm80(report):

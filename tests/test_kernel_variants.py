@@ -1,4 +1,5 @@
-"""The small kernel's model families and data options against the reference (CPU: TRITON_INTERPRET=1).
+"""The small kernel's model families and data options, and the tiled kernel's (tied models), against the
+reference (CPU: TRITON_INTERPRET=1).
 
 Both of its paths: the tiny unrolled one (n <= 5: the Gram form for the tied model without a hidden
 activation, the explicit per-sample form otherwise; feature sets known at compile time) and the block
@@ -191,15 +192,40 @@ def test_every_output_is_written_untied(n, m):
 
 def test_small_kernel_covers_every_option_and_the_tiled_one_is_declared():
     """One place declares what each kernel implements; the small kernel takes every option, the tiled
-    one (n=200, m=20) says in one line which option and which kernel it lacks."""
+    one (n=200, m=20) every option of the tied model, and says in one line which option and which kernel
+    it lacks (untied models)."""
     spec = sp.ModelSpec(4, 2, hidden_activation="relu", tied=False, target="abs", value_range="symmetric")
     data = sp.DataSpec(correlated_sets=[[0, 1]], anticorrelated_sets=[[2, 3]], dataset_size=9)
     assert triton_backend.unsupported_option(spec, data) is None
     assert triton_backend.unsupported_option(sp.ModelSpec(10, 5, tied=False), data) is None
-    why = triton_backend.unsupported_option(sp.ModelSpec(200, 20, hidden_activation="relu"), sp.DataSpec())
-    assert why == "hidden_activation='relu' (tiled kernel, n=200, m=20)"
-    assert triton_backend.unsupported_option(sp.ModelSpec(200, 20), sp.DataSpec()) is None
+    tied = sp.ModelSpec(200, 20, hidden_activation="relu", target="abs", value_range="symmetric")
+    assert triton_backend.unsupported_option(tied, data) is None
+    why = triton_backend.unsupported_option(sp.ModelSpec(200, 20, tied=False), sp.DataSpec())
+    assert why == "tied=False (tiled kernel, n=200, m=20)"
     assert set(triton_backend.KERNEL_SUPPORTS["small"]) == set(triton_backend.OPTIONS)
+
+
+TILED_N, TILED_M = 40, 20  # the smallest kind of shape the tiled kernel takes (MP=32, NC=16: three chunks)
+
+
+@pytest.mark.parametrize("family,data", [("tied-abs", "stream"), ("plain", "sets"), ("plain", "whole-dataset"),
+                                         ("privileged", "dataset-window"), ("tied-abs", "sets-dataset")])
+def test_tiled_kernel_data_options_match_reference(family, data):
+    """The tiled kernel's data options (sets, symmetric values, finite datasets; through
+    philox_data.batch_block_general) and the |x| target against the reference."""
+    pop = _pop(TILED_N, TILED_M, 2, family, data)
+    assert _path(pop, 10).kind == "tiled"
+    _check_against_reference(pop, DATA[data][1], steps=3)
+
+
+def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical():
+    pop = _pop(TILED_N, TILED_M, 3, "tied-abs", "sets-dataset")
+    cfg = sp.TrainConfig(steps=2, batch_size=9, log_every=1)
+    crowd = sp.train(pop, cfg, backend="triton", split=True)
+    alone = sp.train(pop.select([1]), cfg, backend="triton", split=True)
+    fused = sp.train(pop, cfg, backend="triton", split=False)
+    assert torch.equal(alone.W[0], crowd.W[1]) and torch.equal(alone.b[0], crowd.b[1])
+    assert torch.equal(fused.W, crowd.W) and torch.equal(fused.loss_history, crowd.loss_history)
 
 
 def test_gate_src_code_packs_the_tables():
