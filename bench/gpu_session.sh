@@ -33,7 +33,9 @@ for step in "${steps[@]}"; do
           python -c "import jax; print('jax', jax.__version__)"; } >> "$OUT/session.log" 2>&1 ;;
     tests)  # kernels vs reference at paper sizes, modes and alone-vs-crowd bit-identical, fault isolation,
             # every launched specialization (steps 0, 1, 2), then the bench's own checks
-        run 100 tests python -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "gpu or fault or alone" ;;
+        # and every model family / data option of both kernels (issue 13) against the reference
+        run 120 tests python -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_kernel_variants.py \
+            -k "gpu or fault or alone or variant or family or option or generator or resume or written" ;;
     small)  # the tiny-model kernels against torch, torch.compile and JAX
         run 80 bench_small bench -w intro,phase,phase3 ;;
     tiled)  # the tiled kernels, both precisions, both launch modes beside the automatic choice
