@@ -51,7 +51,10 @@ def finished(out) -> int:
 
 def start_and_stop(spec, out, after: int, sig) -> subprocess.CompletedProcess:
     """Start a run, wait until `after` chunks are finished, send `sig`, return the finished process."""
-    p = subprocess.Popen(command(spec, out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &` in a script) runs
+    # with SIGINT ignored, which the child would inherit, and Python then never raises KeyboardInterrupt
+    p = subprocess.Popen(command(spec, out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while finished(out) < after and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
