@@ -280,7 +280,6 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
             BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
             maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
         return
-    cap = cfg.register_cap()
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
     for t in range(t0, t0 + n_steps):
@@ -288,7 +287,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
             state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, *tables, data.importance,
             t, n, m, B, T, n_slices, hyper.coef,
             BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
-            **(blocks | cap))
+            **(blocks | cfg.register_cap()))
         _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
             state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, pW, pb, lossp, consts, loss,
             t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
