@@ -15,6 +15,10 @@ one call site of the data: holding a [4 BG, n] block would take 64-128 registers
     pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
     pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
     pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
+Untied models (TIED=False: encoder W, hidden bias b_hidden, decoder W_dec (n, m)) take the same passes:
+pass 1 adds b_hidden, pass 2 reads the decoder tile D^T [MP, NC] = W_dec[cols, :]^T (strided: W_dec is
+row-major n x m) and writes h^T gz to dW_dec's partial (held transposed, [m, n] like W's), pass 3 writes
+gh^T x to W's partial without reading it back, and db_hidden = sum gh is one more [m] partial per slice.
 Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (fp32-accurate
 on tensor cores: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
 products per _dot: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
@@ -80,14 +84,28 @@ def _dot(a_hi, a_lo, b_hi, b_lo, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+def _dec_offsets(k, m, n, offs_m, cols, TIED: tl.constexpr):
+    """Offsets of model k's decoder tile D^T [MP, NC] (hidden unit, feature): W[:, cols] when tied, the
+    transposed W_dec[cols, :] (row-major n x m) when untied. Both hold m n values per model."""
+    if TIED:
+        off = k * m * n + offs_m[:, None] * n + cols[None, :]
+    else:
+        off = k * m * n + cols[None, :] * m + offs_m[:, None]
+    return off
+
+
+@triton.jit
+def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+                 seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  k, sl, n_slices, t, n, m, B, T, coef,
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                  RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
-                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
+                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
+                 TIED: tl.constexpr):
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
-    pb [n], lossp [1]. h and gh stay in registers for the whole slice; dW is written once per slice."""
+    pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
+    registers for the whole slice; dW is written once per slice. Tied models ignore Wd, bh, pWd, pbh."""
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
@@ -107,16 +125,23 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
                            off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         x_hi, x_lo = _split(x, PREC)
         a = _dot(x_hi, x_lo, tl.trans(w_hi), tl.trans(w_lo), a, PREC)
+    if not TIED:
+        a += tl.load(bh_ptr + k * m + offs_m, mask=mask_m, other=0.0)[None, :]
     h = tl.maximum(a, 0.0) if HRELU else a
     h_hi, h_lo = _split(h, PREC)
     hT_hi = tl.trans(h_hi)
     hT_lo = tl.trans(h_lo)
-    # pass 2: outputs, loss, gz; gh = gz W^T; db = sum gz; pW = h^T gz
+    # pass 2: outputs, loss, gz; gh = gz D; db = sum gz; h^T gz (tied: pW; untied: pWd = dW_dec^T)
+    dec_ptr = W_ptr
+    pdec_ptr = pW_ptr
+    if not TIED:
+        dec_ptr = Wd_ptr
+        pdec_ptr = pWd_ptr
     loss = 0.0
     gh = tl.zeros((BG * LANES, MP), dtype=tl.float32)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
+        w_hi, w_lo = _split(tl.load(dec_ptr + _dec_offsets(k, m, n, offs_m, cols, TIED), mask=mw, other=0.0), PREC)
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
         x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
@@ -132,22 +157,27 @@ def _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, sca
         gz_hi, gz_lo = _split(gz, PREC)
         gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)  # [4 BG, MP]
         dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
-        tl.store(pW_ptr + o_p + cols[None, :], dW, mask=mw)
+        tl.store(pdec_ptr + o_p + cols[None, :], dW, mask=mw)
         tl.store(pb_ptr + o_pb + cols, tl.sum(gz, axis=0), mask=mask_c)
     tl.store(lossp_ptr + slot, loss)
     if HRELU:
         gh = tl.where(a > 0.0, gh, 0.0)
+    if not TIED:
+        tl.store(pbh_ptr + slot * m + offs_m, tl.sum(gh, axis=0), mask=mask_m)
     gh_hi, gh_lo = _split(gh, PREC)
     ghT_hi = tl.trans(gh_hi)
     ghT_lo = tl.trans(gh_lo)
     tl.debug_barrier()
-    # pass 3: pW += gh^T x
+    # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
         x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
                            off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         x_hi, x_lo = _split(x, PREC)
-        dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
+        if TIED:
+            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
+        else:
+            dW = tl.zeros((MP, NC), dtype=tl.float32)
         tl.store(pW_ptr + o_p + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
     tl.debug_barrier()
 
@@ -162,43 +192,66 @@ def _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t, total_steps, log_every
 
 
 @triton.jit
-def _update_chunk(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
-                  k, c, n_slices, t, n, m, beta1, beta2, eps, MP: tl.constexpr, NC: tl.constexpr):
-    """Model k at step t, features [c, c + NC): add the slices' partials in order (from zero), apply AdamW."""
+def _slice_sum(part_ptr, k, n_slices, stride, offs, mask, acc):
+    """acc + model k's partials at offsets `offs` of each slot (slots `stride` apart), added in slice order."""
+    for sl in range(n_slices):
+        acc += tl.load(part_ptr + (k * n_slices + sl) * stride + offs, mask=mask, other=0.0)
+    return acc
+
+
+@triton.jit
+def _adamw_at(P_ptr, mP_ptr, vP_ptr, p, mask, g, decay, step_size, bc2_sqrt, beta1, beta2, eps):
+    """AdamW (this step's constants) on the parameter elements at offsets p, gradient g; moments in place."""
+    P, mP, vP = adamw_update(tl.load(P_ptr + p, mask=mask), g, tl.load(mP_ptr + p, mask=mask),
+                             tl.load(vP_ptr + p, mask=mask), decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    tl.store(P_ptr + p, P, mask=mask)
+    tl.store(mP_ptr + p, mP, mask=mask)
+    tl.store(vP_ptr + p, vP, mask=mask)
+
+
+@triton.jit
+def _update_chunk(W_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr, pWd_ptr,
+                  consts_ptr, k, c, n_slices, t, n, m, beta1, beta2, eps,
+                  MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr):
+    """Model k at step t, features [c, c + NC): add the slices' partials in order (from zero), apply AdamW
+    to W, b (and, untied, W_dec's rows of those features)."""
+    offs_m = tl.arange(0, MP)
+    cols, mask_c, mw = _chunk_masks(c, tl.arange(0, NC), n, offs_m < m)
+    decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
+    o_p = offs_m[:, None] * n + cols[None, :]  # [MP, NC] within a partial slot (and within W)
+    gW = _slice_sum(pW_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
+    _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    gb = _slice_sum(pb_ptr, k, n_slices, n, cols, mask_c, tl.zeros((NC,), dtype=tl.float32))
+    _adamw_at(b_ptr, mb_ptr, vb_ptr, k * n + cols, mask_c, gb, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    if not TIED:
+        gD = _slice_sum(pWd_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
+        _adamw_at(Wd_ptr, mWd_ptr, vWd_ptr, _dec_offsets(k, m, n, offs_m, cols, TIED), mw, gD, decay, step_size,
+                  bc2_sqrt, beta1, beta2, eps)
+
+
+@triton.jit
+def _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t, m, beta1, beta2, eps,
+                        MP: tl.constexpr):
+    """Untied model k at step t: b_hidden's slices added in order, AdamW."""
     offs_m = tl.arange(0, MP)
     mask_m = offs_m < m
-    cols, mask_c, mw = _chunk_masks(c, tl.arange(0, NC), n, mask_m)
     decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
-    gW = tl.zeros((MP, NC), dtype=tl.float32)
-    gb = tl.zeros((NC,), dtype=tl.float32)
-    for sl in range(n_slices):
-        slot = k * n_slices + sl
-        gW += tl.load(pW_ptr + slot * m * n + offs_m[:, None] * n + cols[None, :], mask=mw, other=0.0)
-        gb += tl.load(pb_ptr + slot * n + cols, mask=mask_c, other=0.0)
-    p_w = k * m * n + offs_m[:, None] * n + cols[None, :]
-    W, mW, vW = adamw_update(tl.load(W_ptr + p_w, mask=mw), gW, tl.load(mW_ptr + p_w, mask=mw),
-                             tl.load(vW_ptr + p_w, mask=mw), decay, step_size, bc2_sqrt, beta1, beta2, eps)
-    tl.store(W_ptr + p_w, W, mask=mw)
-    tl.store(mW_ptr + p_w, mW, mask=mw)
-    tl.store(vW_ptr + p_w, vW, mask=mw)
-    p_b = k * n + cols
-    bias, mb, vb = adamw_update(tl.load(b_ptr + p_b, mask=mask_c), gb, tl.load(mb_ptr + p_b, mask=mask_c),
-                                tl.load(vb_ptr + p_b, mask=mask_c), decay, step_size, bc2_sqrt,
-                                beta1, beta2, eps)
-    tl.store(b_ptr + p_b, bias, mask=mask_c)
-    tl.store(mb_ptr + p_b, mb, mask=mask_c)
-    tl.store(vb_ptr + p_b, vb, mask=mask_c)
+    g = _slice_sum(pbh_ptr, k, n_slices, m, offs_m, mask_m, tl.zeros((MP,), dtype=tl.float32))
+    _adamw_at(bh_ptr, mbh_ptr, vbh_ptr, k * m + offs_m, mask_m, g, decay, step_size, bc2_sqrt, beta1, beta2, eps)
 
 
 @kernel
-def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr,
+def _train_tiled_kernel(W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+                        mWd_ptr, vWd_ptr, mbh_ptr, vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, T, t0, n_steps, total_steps, log_every, n_log, n_slices,
                         coef, inv_bn, beta1, beta2, eps,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
-                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
-    """Fused mode: program k advances model k by n_steps from t0 (W_out/b_out become its working copy)."""
+                        SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
+                        TIED: tl.constexpr):
+    """Fused mode: program k advances model k by n_steps from t0 (the *_out parameters become its working
+    copy). Tied models ignore the Wd, bh pointers and their moments and partials."""
     k = tl.program_id(0).to(tl.int64)
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
@@ -208,73 +261,92 @@ def _train_tiled_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
         tl.store(W_out + o_w + cols[None, :], tl.load(W_in + o_w + cols[None, :], mask=mw), mask=mw)
         tl.store(b_out + k * n + cols, tl.load(b_in + k * n + cols, mask=mask_c), mask=mask_c)
+        if not TIED:  # W_dec holds m n values per model too: copied by the same flat offsets
+            tl.store(Wd_out + o_w + cols[None, :], tl.load(Wd_in + o_w + cols[None, :], mask=mw), mask=mw)
+    if not TIED:
+        tl.store(bh_out + k * m + offs_m, tl.load(bh_in + k * m + offs_m, mask=mask_m), mask=mask_m)
     tl.debug_barrier()
     for s in range(n_steps):
         for sl in range(n_slices):
-            _slice_grads(W_out, b_out, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+            _slice_grads(W_out, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                          k, sl, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
-                         SETS, SYMMETRIC, DATASET, TABS)
+                         SETS, SYMMETRIC, DATASET, TABS, TIED)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
-            _update_chunk(W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
-                          k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC)
+            _update_chunk(W_out, b_out, Wd_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr,
+                          pWd_ptr, consts_ptr, k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC, TIED)
+        if not TIED:
+            _update_hidden_bias(bh_out, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t0 + s, m,
+                                beta1, beta2, eps, MP)
         tl.debug_barrier()
 
 
 @kernel
-def _tiled_grads_kernel(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+def _tiled_grads_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+                        seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                         t, n, m, B, T, n_slices, coef,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
-                 SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr):
+                        SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
+                        TIED: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
-    _slice_grads(W_ptr, b_ptr, pW_ptr, pb_ptr, lossp_ptr, seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
+    _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+                 seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1), n_slices, t, n, m, B, T, coef,
-                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS)
+                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED)
 
 
 @kernel
-def _tiled_update_kernel(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, lossp_ptr, consts_ptr,
+def _tiled_update_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, mbh_ptr,
+                         vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr, consts_ptr,
                          loss_ptr, t, n, m, n_slices, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps,
-                         MP: tl.constexpr, NC: tl.constexpr):
+                         MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr):
     """Split mode, step t: program (k, j) updates features [j NC, (j + 1) NC) of model k (and j = 0 logs
-    its loss): NC-feature chunks are independent, so the update fills the GPU too."""
+    its loss and updates an untied model's b_hidden): NC-feature chunks are independent, so the update
+    fills the GPU too."""
     k = tl.program_id(0).to(tl.int64)
     if tl.program_id(1) == 0:
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t, total_steps, log_every, n_log, inv_bn)
-    _update_chunk(W_ptr, b_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, pW_ptr, pb_ptr, consts_ptr,
-                  k, tl.program_id(1) * NC, n_slices, t, n, m, beta1, beta2, eps, MP, NC)
+        if not TIED:
+            _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t, m, beta1, beta2,
+                                eps, MP)
+    _update_chunk(W_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr, pWd_ptr,
+                  consts_ptr, k, tl.program_id(1) * NC, n_slices, t, n, m, beta1, beta2, eps, MP, NC, TIED)
 
 
 def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: int, log_every: int,
                 hyper, cfg, split: bool = False):
     """Launch: advance every model by n_steps from step t0 (state/data: kernels.buffers); `split` picks
     the mode (configs.use_split), which changes the speed and not a bit of the result."""
-    import dataclasses
-
     import torch
-    if data.dataset_size is not None and cfg.BG > 4:
-        # a finite dataset draws one Philox counter per sample (4x the live words): at the table's BG the
-        # gradient kernel spilled 8-32 B (compile check, sm_90/sm_80); half the tile fits. The slice size
-        # is still set by the shape and the options alone, so alone/crowd and both modes keep their bits.
-        cfg = dataclasses.replace(cfg, BG=cfg.BG // 2, slice_size=cfg.slice_size // 2)
     K, m, n = state.W_in.shape
     B = data.batch_size
     n_slices = triton.cdiv(B, cfg.slice_size)
     pW = torch.empty((K, n_slices, m, n), dtype=torch.float32, device=state.W_in.device)  # scratch
     pb = torch.empty((K, n_slices, n), dtype=torch.float32, device=state.W_in.device)
     lossp = torch.empty((K, n_slices), dtype=torch.float32, device=state.W_in.device)
+    tied = state.Wd_in is None
+    if tied:  # the kernels never read the untied pointers: any tensor stands in for them
+        pWd, pbh = pW, pb
+        untied_in, untied_out, untied_moments = (state.W_in, state.b_in), (state.W_out, state.b_out), (state.mW,) * 4
+    else:
+        pWd = torch.empty_like(pW)  # dW_dec^T per slice, [m, n] like pW
+        pbh = torch.empty((K, n_slices, m), dtype=torch.float32, device=state.W_in.device)
+        untied_in, untied_out = (state.Wd_in, state.bh_in), (state.Wd_out, state.bh_out)
+        untied_moments = (state.mWd, state.vWd, state.mbh, state.vbh)
     T = data.dataset_size or 1  # (any value without a dataset)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
-                   TABS=data.target_abs)
+                   TABS=data.target_abs, TIED=tied)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:
         _train_tiled_kernel[(K,)](
-            state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb,
-            pW, pb, lossp, data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
+            state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
+            state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
+            data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
             n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
             hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
             BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
@@ -282,13 +354,18 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         return
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
+    if not tied:
+        state.Wd_out.copy_(state.Wd_in)
+        state.bh_out.copy_(state.bh_in)
     for t in range(t0, t0 + n_steps):
         _tiled_grads_kernel[(K, n_slices)](
-            state.W_out, state.b_out, pW, pb, lossp, data.seed, data.thr, data.scale, *tables, data.importance,
+            state.W_out, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
+            data.seed, data.thr, data.scale, *tables, data.importance,
             t, n, m, B, T, n_slices, hyper.coef,
             BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
             **(blocks | cfg.register_cap()))
         _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
-            state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, pW, pb, lossp, consts, loss,
+            state.W_out, state.b_out, *untied_out, state.mW, state.vW, state.mb, state.vb, *untied_moments,
+            pW, pb, pWd, pbh, lossp, consts, loss,
             t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
-            hyper.eps, **blocks)
+            hyper.eps, TIED=tied, **blocks)

@@ -76,7 +76,7 @@ def _variant_launches(n, m, batch, precisions, activations, variant):
     for activation in activations:
         pop = variant_population(n, m, activation, variant, 4)
         for prec in precisions:
-            kcfg = choose_config(n, m, batch, prec, **family_config(pop.spec))
+            kcfg = choose_config(n, m, batch, prec, **family_config(pop.spec, pop.data))
             if kcfg.kind == "small" and prec != precisions[0]:
                 continue  # no tl.dot in the small kernel: the precision does not change it
             modes = [None] if kcfg.kind == "small" else [True] + ([False] if kcfg.fused_ok else [])

@@ -72,9 +72,11 @@ def bytes_per_model(group: Group, backend: str) -> int:
     if backend == "triton" and unsupported_option(group.spec, group.data) is None:
         # batches live in registers; only state, history and gradient slices touch memory
         from .kernels.configs import choose_config
-        kcfg = choose_config(n, m, B)
+        from .triton_backend import family_config
+        kcfg = choose_config(n, m, B, **family_config(group.spec, group.data))
         slices = 0 if kcfg.kind == "small" else -(-B // kcfg.slice_size)  # tiled: per-slice partial gradients
-        return state + history + 4 * slices * (m * n + n + 1) + 64
+        partial = m * n + n + 1 + (0 if group.spec.tied else m * n + m)  # untied: dW_dec and db_hidden too
+        return state + history + 4 * slices * partial + 64
     # torch path (also where "auto" falls back from triton): the batch and ~10 same-size temporaries
     # (x, z, y, diff, gz, RNG words...) plus h, gh
     return state + history + 4 * B * (12 * n + 4 * m)

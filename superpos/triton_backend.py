@@ -19,10 +19,10 @@ FLOPS_PER_LAUNCH = 2e11
 
 # The model families and data options beyond the plain model (tied, no hidden activation, identity target,
 # unit values, independent features, a fresh batch every step), by kernel kind: what each kernel
-# implements. The tiled kernel's set is declared here (and nowhere else) as it grows.
+# implements, declared here and nowhere else (both kernels now take every option).
 OPTIONS = ("hidden_activation", "tied", "target", "value_range", "correlated_sets", "anticorrelated_sets",
            "dataset_size")
-KERNEL_SUPPORTS = {"small": frozenset(OPTIONS), "tiled": frozenset(OPTIONS) - {"tied"}}  # tiled: tied models only
+KERNEL_SUPPORTS = {"small": frozenset(OPTIONS), "tiled": frozenset(OPTIONS)}
 
 
 def unsupported_by_kernels(pop: Population, batch_size: int = 1024) -> str | None:
@@ -49,9 +49,10 @@ def kernel_kind(spec, batch_size: int = 1024) -> str:
     return choose_config(spec.n_features, spec.n_hidden, batch_size, **family_config(spec)).kind
 
 
-def family_config(spec) -> dict:
-    """The family's keyword arguments of kernels.configs.choose_config."""
-    return {"gram": spec.tied and spec.hidden_activation == "none", "untied": not spec.tied}
+def family_config(spec, data=None) -> dict:
+    """The family's (and the data's, when given) keyword arguments of kernels.configs.choose_config."""
+    return {"gram": spec.tied and spec.hidden_activation == "none", "untied": not spec.tied,
+            "finite_dataset": data is not None and data.dataset_size is not None}
 
 
 def unsupported_option(spec, data, kind: str | None = None, batch_size: int = 1024) -> str | None:
@@ -152,7 +153,7 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     device = _device(device)
     check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
-    kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec))
+    kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec, pop.data))
     if kcfg.kind == "small":
         launch = train_small
     else:

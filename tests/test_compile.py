@@ -24,14 +24,17 @@ PAPER = [(2, 1), (3, 2), (5, 2), (20, 5), (37, 5), (200, 20), (400, 30)]
 # and explicit forms) and its block path (n = 10, 20); relu only (the output activation is one select).
 VARIANTS = ("privileged", "untied-abs", "sets", "dataset")
 VARIANT_SHAPES = [(2, 1), (5, 2), (10, 5), (20, 5)]
-# the tiled kernel's options (tied models): hidden ReLU, sets, a finite dataset with symmetric values
-TILED_VARIANTS = ("privileged", "sets", "dataset")
+# the tiled kernel's options: hidden ReLU, untied with the |x| target, sets, a finite dataset with symmetric
+# values; and the computation section's untied |x| model (n=100, m=40: MP=64)
+TILED_VARIANTS = ("privileged", "untied-abs", "sets", "dataset")
 TILED_VARIANT_SHAPE = (200, 20)
+COMPUTATION_SHAPE = (100, 40)
 PLAN = [(SHAPES, (90,), ("ieee", "tf32x3", "tf32"), ("relu", "linear"), ("plain",)),
         (PAPER, (80,), ("ieee", "tf32x3", "tf32"), ("relu",), ("plain",)),
         ([(5, 2), (400, 30)], CONSUMER_ARCHS, ("ieee", "tf32"), ("relu",), ("plain",)),
         (VARIANT_SHAPES, (90, 80), ("ieee",), ("relu",), VARIANTS),
-        ([TILED_VARIANT_SHAPE], (90, 80), ("ieee", "tf32x3", "tf32"), ("relu",), TILED_VARIANTS)]
+        ([TILED_VARIANT_SHAPE], (90, 80), ("ieee", "tf32x3", "tf32"), ("relu",), TILED_VARIANTS),
+        ([COMPUTATION_SHAPE], (90, 80), ("ieee", "tf32x3", "tf32"), ("relu",), ("untied-abs",))]
 
 SCRIPT = """
 import json, sys
@@ -81,12 +84,13 @@ def test_every_variant_compiles_for_the_small_kernel(report):
             assert all(r["error"] == "" and not r["refused"] for r in rows)
 
 
-def test_every_variant_compiles_for_the_tiled_kernel(report):
+@pytest.mark.parametrize("shape,variants", [(TILED_VARIANT_SHAPE, TILED_VARIANTS), (COMPUTATION_SHAPE, ("untied-abs",))])
+def test_every_variant_compiles_for_the_tiled_kernel(report, shape, variants):
     for arch in ("sm_90", "sm_80"):
-        rows = [r for r in report if (r["n"], r["m"]) == TILED_VARIANT_SHAPE and r["arch"] == arch
-                and r["variant"] in TILED_VARIANTS and r["kernel"] == "_tiled_grads_kernel"]
+        rows = [r for r in report if (r["n"], r["m"]) == shape and r["arch"] == arch
+                and r["variant"] in variants and r["kernel"] == "_tiled_grads_kernel"]
         assert {(r["variant"], r["precision"]) for r in rows} == {
-            (v, p) for v in TILED_VARIANTS for p in ("ieee", "tf32x3", "tf32")}, arch
+            (v, p) for v in variants for p in ("ieee", "tf32x3", "tf32")}, arch
         assert all(r["error"] == "" and not r["refused"] for r in rows)
 
 

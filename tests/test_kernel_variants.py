@@ -1,5 +1,4 @@
-"""The small kernel's model families and data options, and the tiled kernel's (tied models), against the
-reference (CPU: TRITON_INTERPRET=1).
+"""Both kernels' model families and data options against the reference (CPU: TRITON_INTERPRET=1).
 
 Both of its paths: the tiny unrolled one (n <= 5: the Gram form for the tied model without a hidden
 activation, the explicit per-sample form otherwise; feature sets known at compile time) and the block
@@ -55,7 +54,7 @@ def _pop(n, m, K, family="plain", data="stream", activation="relu", seed0=0):
 
 def _path(pop, B):
     s = pop.spec
-    return choose_config(s.n_features, s.n_hidden, B, **triton_backend.family_config(s))
+    return choose_config(s.n_features, s.n_hidden, B, **triton_backend.family_config(s, pop.data))
 
 
 @pytest.mark.parametrize("data", list(DATA))
@@ -190,42 +189,47 @@ def test_every_output_is_written_untied(n, m):
         assert not torch.isnan(t).any()
 
 
-def test_small_kernel_covers_every_option_and_the_tiled_one_is_declared():
-    """One place declares what each kernel implements; the small kernel takes every option, the tiled
-    one (n=200, m=20) every option of the tied model, and says in one line which option and which kernel
-    it lacks (untied models)."""
-    spec = sp.ModelSpec(4, 2, hidden_activation="relu", tied=False, target="abs", value_range="symmetric")
+def test_both_kernels_cover_every_option():
+    """One place declares what each kernel implements (triton_backend.KERNEL_SUPPORTS): the small kernel
+    (tiny and block paths) and the tiled one (n=200, m=20) take every family and data option."""
     data = sp.DataSpec(correlated_sets=[[0, 1]], anticorrelated_sets=[[2, 3]], dataset_size=9)
-    assert triton_backend.unsupported_option(spec, data) is None
-    assert triton_backend.unsupported_option(sp.ModelSpec(10, 5, tied=False), data) is None
-    tied = sp.ModelSpec(200, 20, hidden_activation="relu", target="abs", value_range="symmetric")
-    assert triton_backend.unsupported_option(tied, data) is None
-    why = triton_backend.unsupported_option(sp.ModelSpec(200, 20, tied=False), sp.DataSpec())
-    assert why == "tied=False (tiled kernel, n=200, m=20)"
-    assert set(triton_backend.KERNEL_SUPPORTS["small"]) == set(triton_backend.OPTIONS)
+    for n, m, kind in ((4, 2, "small"), (10, 5, "small"), (200, 20, "tiled")):
+        for family in FAMILIES.values():
+            spec = sp.ModelSpec(n, m, **family)
+            assert triton_backend.kernel_kind(spec) == kind
+            assert triton_backend.unsupported_option(spec, data) is None
+    assert set(triton_backend.KERNEL_SUPPORTS["small"]) == set(triton_backend.KERNEL_SUPPORTS["tiled"]) == set(
+        triton_backend.OPTIONS)
 
 
 TILED_N, TILED_M = 40, 20  # the smallest kind of shape the tiled kernel takes (MP=32, NC=16: three chunks)
 
 
-@pytest.mark.parametrize("family,data", [("tied-abs", "stream"), ("plain", "sets"), ("plain", "whole-dataset"),
-                                         ("privileged", "dataset-window"), ("tied-abs", "sets-dataset")])
-def test_tiled_kernel_data_options_match_reference(family, data):
-    """The tiled kernel's data options (sets, symmetric values, finite datasets; through
-    philox_data.batch_block_general) and the |x| target against the reference."""
-    pop = _pop(TILED_N, TILED_M, 2, family, data)
+@pytest.mark.parametrize("family,data,activation", [
+    ("tied-abs", "stream", "relu"), ("plain", "sets", "relu"), ("plain", "whole-dataset", "relu"),
+    ("privileged", "dataset-window", "relu"), ("tied-abs", "sets-dataset", "relu"),
+    ("untied", "stream", "relu"), ("untied-linear-hidden", "stream", "linear"), ("abs", "dataset-window", "relu")])
+def test_tiled_kernel_families_and_data_options_match_reference(family, data, activation):
+    """The tiled kernel's families (hidden ReLU, untied with b_hidden and W_dec, the |x| target) and data
+    options (sets, symmetric values, finite datasets; through philox_data.batch_block_general) against the
+    reference."""
+    pop = _pop(TILED_N, TILED_M, 2, family, data, activation=activation)
     assert _path(pop, 10).kind == "tiled"
     _check_against_reference(pop, DATA[data][1], steps=3)
 
 
-def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical():
-    pop = _pop(TILED_N, TILED_M, 3, "tied-abs", "sets-dataset")
+@pytest.mark.parametrize("family", ["tied-abs", "abs"])
+def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical(family):
+    pop = _pop(TILED_N, TILED_M, 3, family, "sets-dataset")
     cfg = sp.TrainConfig(steps=2, batch_size=9, log_every=1)
     crowd = sp.train(pop, cfg, backend="triton", split=True)
     alone = sp.train(pop.select([1]), cfg, backend="triton", split=True)
     fused = sp.train(pop, cfg, backend="triton", split=False)
-    assert torch.equal(alone.W[0], crowd.W[1]) and torch.equal(alone.b[0], crowd.b[1])
-    assert torch.equal(fused.W, crowd.W) and torch.equal(fused.loss_history, crowd.loss_history)
+    assert set(crowd.extra) == set(pop.params()) - {"W", "b"}
+    for name in pop.params():
+        c, a, f = (r.W if name == "W" else r.b if name == "b" else r.extra[name] for r in (crowd, alone, fused))
+        assert torch.equal(a[0], c[1]) and torch.equal(f, c), name
+    assert torch.equal(fused.loss_history, crowd.loss_history)
 
 
 def test_gate_src_code_packs_the_tables():

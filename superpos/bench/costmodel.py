@@ -223,7 +223,7 @@ TRIP_COUNTS = {
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
     ("_log_slices_loss", "sl"): lambda a: a["n_slices"],
-    ("_update_chunk", "sl"): lambda a: a["n_slices"],
+    ("_slice_sum", "sl"): lambda a: a["n_slices"],  # the update adds the slices of each parameter tile
 }
 
 

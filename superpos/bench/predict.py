@@ -113,6 +113,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
             arch: int = cm.ARCH) -> dict:
     """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
     from ..kernels.configs import choose_config, use_split
+    from ..triton_backend import family_config
     if device not in cm.DEVICES:
         raise ValueError(f"device must be one of {', '.join(cm.DEVICES)}, got {device!r}")
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -120,13 +121,14 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     dev = cm.DEVICES[device]
     K = K or workload.models[-1]
     cfg = workload.train_config()
-    kcfg = choose_config(workload.n, workload.m, cfg.batch_size, precision)
+    pop = workload.population(K)
+    kcfg = choose_config(workload.n, workload.m, cfg.batch_size, precision, **family_config(pop.spec, pop.data))
     options = {"input_precision": precision}
     mode = "small"
     if kcfg.kind == "tiled":
         options["split"] = use_split(kcfg, K, dev.sms)
         mode = "split" if options["split"] else "fused"
-    launches = capture_launches(workload.population(K), cfg, **options)
+    launches = capture_launches(pop, cfg, **options)
     profiles, distinct, uncompiled = _profiles(launches, arch)
 
     counts, seconds_by, resource_s = Counter(), Counter(), Counter()

@@ -44,6 +44,11 @@ def _geometry_arrays(K: int, n: int):
     return (20.0 ** -np.linspace(0, 1, 20))[np.arange(K) % 20], 1.0
 
 
+def _computation_arrays(K: int, n: int):
+    """Computation in superposition (|x|): densities 1 .. 0.001 (the section's seven) cycled; importance 0.8^i."""
+    return np.array([1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001])[np.arange(K) % 7], 0.8 ** np.arange(n)
+
+
 def _uniform_arrays(K: int, n: int):
     """Uniform superposition: 1/(1 - S) from 1 to 1000, log spaced over the K models; importance 1."""
     return 10.0 ** -np.linspace(0, 3, K), 1.0
@@ -119,8 +124,9 @@ WORKLOADS = {w.name: w for w in [
 
 
 # The phase workload in two issue-13 variants, for the cost model only (`superpos bench --predict`): the
-# issue asks each within 1.3x of plain phase's prediction. Not in WORKLOADS: the peers train the plain
-# model only, so there is nothing to measure them against.
+# issue asks each within 1.3x of plain phase's prediction; and the computation section's untied |x| model
+# on the tiled kernel. Not in WORKLOADS: the peers train the plain model only, so there is nothing to
+# measure them against.
 PREDICT_ONLY = {w.name: w for w in [
     Workload("phase-privileged", 2, 1, (GRID * GRID * PHASE_SEEDS,), 1_000,
              "phase with a hidden ReLU (privileged basis)", _phase_arrays, quick_models=(64,),
@@ -128,6 +134,11 @@ PREDICT_ONLY = {w.name: w for w in [
     Workload("phase-correlated", 2, 1, (GRID * GRID * PHASE_SEEDS,), 1_000,
              "phase with features 0 and 1 one correlated set", _phase_arrays, quick_models=(64,),
              data_options=(("correlated_sets", ((0, 1),)),)),
+    Workload("computation", 100, 40, (70,), 1_000,
+             "|x| in superposition n=100, m=40 (untied, hidden ReLU, x in [-1, 1)): 7 densities x 10 seeds",
+             _computation_arrays, precisions=("ieee", "tf32"), quick_models=(7,), quick_steps=10,
+             spec_options=(("tied", False), ("hidden_activation", "relu"), ("target", "abs"),
+                           ("value_range", "symmetric"))),
 ]}
 
 
