@@ -10,8 +10,11 @@ so two launch modes give identical results:
 Fused keeps a model on one SM across steps; split fills the GPU when there are too few models for the
 SMs (uniform: 64 models on 132 SMs; configs.use_split decides).
 
-Per slice, over n-chunks of NC features (x is regenerated from Philox in each pass, through _tile_x, the
-one call site of the data: holding a [4 BG, n] block would take 64-128 registers a thread at n=400):
+Per slice, over n-chunks of NC features (x is drawn once, in pass 1, through _tile_x, the one call site of
+the data, and kept in a global scratch tile [4 BG, n] that passes 2 and 3 read back: 100 KB at n=400, in
+L2. Holding it in registers would take 64-128 a thread; drawing it again in each pass, as before, cost
+uniform 485 -> 465 ms (ieee), 312 -> 262 (tf32x3), 171 -> 152 (tf32), geometry 786 -> 754, 527 -> 442,
+267 -> 245 by the cost model, H100 SXM):
     pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
     pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
     pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
@@ -95,9 +98,9 @@ def _dec_offsets(k, m, n, offs_m, cols, TIED: tl.constexpr):
 
 
 @triton.jit
-def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
-                 k, sl, n_slices, t, n, m, B, T, coef,
+                 k, sl, x_slot, n_slices, t, n, m, B, T, coef,
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                  RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                  SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
@@ -105,7 +108,8 @@ def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr,
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
-    registers for the whole slice; dW is written once per slice. Tied models ignore Wd, bh, pWd, pbh."""
+    registers for the whole slice; dW is written once per slice. Tied models ignore Wd, bh, pWd, pbh.
+    x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3."""
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
@@ -116,18 +120,23 @@ def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr,
     o_pb = slot * n
     seed = tl.load(seed_ptr + k)
     g0 = sl * BG
-    # pass 1: a = x W^T (h = ReLU(a) with a hidden ReLU)
+    rows = tl.arange(0, BG * LANES)
+    o_x = x_slot * (BG * LANES) * n + rows[:, None] * n  # [4 BG, 1] row starts of the tile's x (add columns)
+    row_ok = (g0 * LANES + rows < B)[:, None]
+    # pass 1: x drawn and kept; a = x W^T (h = ReLU(a) with a hidden ReLU)
     a = tl.zeros((BG * LANES, MP), dtype=tl.float32)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
         w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
         x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
                            off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
+        tl.store(xs_ptr + o_x + cols[None, :], x, mask=mask_c[None, :])
         x_hi, x_lo = _split(x, PREC)
         a = _dot(x_hi, x_lo, tl.trans(w_hi), tl.trans(w_lo), a, PREC)
     if not TIED:
         a += tl.load(bh_ptr + k * m + offs_m, mask=mask_m, other=0.0)[None, :]
     h = tl.maximum(a, 0.0) if HRELU else a
+    tl.debug_barrier()  # x's tile, stored by every thread, is read back in other layouts
     h_hi, h_lo = _split(h, PREC)
     hT_hi = tl.trans(h_hi)
     hT_lo = tl.trans(h_lo)
@@ -144,8 +153,8 @@ def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr,
         w_hi, w_lo = _split(tl.load(dec_ptr + _dec_offsets(k, m, n, offs_m, cols, TIED), mask=mw, other=0.0), PREC)
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
-        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
-                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
+        x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
+        valid = row_ok & mask_c[None, :]
         z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
         y = tl.maximum(z, 0.0) if RELU else z
         diff = tl.where(valid, y - (tl.abs(x) if TABS else x), 0.0)
@@ -171,8 +180,7 @@ def _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr,
     # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
-                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
+        x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
         x_hi, x_lo = _split(x, PREC)
         if TIED:
             dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
@@ -241,7 +249,7 @@ def _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slic
 
 
 @kernel
-def _train_tiled_kernel(W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                         mWd_ptr, vWd_ptr, mbh_ptr, vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, T, t0, n_steps, total_steps, log_every, n_log, n_slices,
@@ -268,9 +276,9 @@ def _train_tiled_kernel(W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, 
     tl.debug_barrier()
     for s in range(n_steps):
         for sl in range(n_slices):
-            _slice_grads(W_out, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+            _slice_grads(xs_ptr, W_out, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                          seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
-                         k, sl, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
+                         k, sl, k, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
                          SETS, SYMMETRIC, DATASET, TABS, TIED)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
@@ -284,7 +292,7 @@ def _train_tiled_kernel(W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, 
 
 
 @kernel
-def _tiled_grads_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+def _tiled_grads_kernel(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                         t, n, m, B, T, n_slices, coef,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
@@ -292,9 +300,10 @@ def _tiled_grads_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, p
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
                         TIED: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
-    _slice_grads(W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+    _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
-                 tl.program_id(0).to(tl.int64), tl.program_id(1), n_slices, t, n, m, B, T, coef,
+                 tl.program_id(0).to(tl.int64), tl.program_id(1),
+                 tl.program_id(0).to(tl.int64) * n_slices + tl.program_id(1), n_slices, t, n, m, B, T, coef,
                  MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED)
 
 
@@ -337,13 +346,16 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         untied_in, untied_out = (state.Wd_in, state.bh_in), (state.Wd_out, state.bh_out)
         untied_moments = (state.mWd, state.vWd, state.mbh, state.vbh)
     T = data.dataset_size or 1  # (any value without a dataset)
+    # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
+    # per (model, slice), the size of the batch)
+    xs = torch.empty((K, n_slices if split else 1, cfg.slice_size, n), dtype=torch.float32, device=state.W_in.device)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
                    TABS=data.target_abs, TIED=tied)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:
-        _train_tiled_kernel[(K,)](
+        _train_tiled_kernel[(K,)](xs,
             state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
             state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
             data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
@@ -358,7 +370,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         state.Wd_out.copy_(state.Wd_in)
         state.bh_out.copy_(state.bh_in)
     for t in range(t0, t0 + n_steps):
-        _tiled_grads_kernel[(K, n_slices)](
+        _tiled_grads_kernel[(K, n_slices)](xs,
             state.W_out, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
             data.seed, data.thr, data.scale, *tables, data.importance,
             t, n, m, B, T, n_slices, hyper.coef,

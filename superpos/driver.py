@@ -76,6 +76,7 @@ def bytes_per_model(group: Group, backend: str) -> int:
         kcfg = choose_config(n, m, B, **family_config(group.spec, group.data))
         slices = 0 if kcfg.kind == "small" else -(-B // kcfg.slice_size)  # tiled: per-slice partial gradients
         partial = m * n + n + 1 + (0 if group.spec.tied else m * n + m)  # untied: dW_dec and db_hidden too
+        partial += kcfg.slice_size * n  # the slice's x, drawn once and read back (split mode: one per slice)
         return state + history + 4 * slices * partial + 64
     # torch path (also where "auto" falls back from triton): the batch and ~10 same-size temporaries
     # (x, z, y, diff, gz, RNG words...) plus h, gh
