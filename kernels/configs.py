@@ -58,9 +58,10 @@ FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave th
 # not K. max_registers (split gradient kernel only; the fused one spills under it): 168 lets three 4-warp
 # programs share an SM (tf32: 182 registers left two; uniform 232 -> 173 ms, geometry 390 -> 271 by the
 # cost model; 128 spilled 72 B, and tf32x3 spilled 152 B at 168).
-# TILED_HALF_TILE: a finite dataset (one Philox counter per sample: 4x the live words) or an untied model
-# (b_hidden, the strided decoder tile) takes half the table's BG: at the table's BG the gradient kernel
-# spilled 8-32 B (dataset) and 16-48 B (untied |x|) on sm_90/sm_80 (compile check). Known gap: untied at
+# TILED_HALF_TILE: a finite dataset (one Philox counter per sample: 4x the live words) or a family beyond the
+# Gram form (the hidden ReLU's mask of a; untied: b_hidden, the strided decoder tile) takes half the table's
+# BG: at the table's BG the gradient kernel spilled 8-32 B (dataset), 16-48 B (untied |x|) on sm_90/sm_80
+# and 96 B (hidden ReLU, MP=32 ieee, sm_90, Triton 3.9) (compile check). Known gap: untied at
 # MP=16 (e.g. n=100, m=10) tf32 with the output ReLU spills 8 B on sm_90 (ptxas picks 128 registers).
 # The register cap is for the plain (Gram) family only: the hidden ReLU spilled 40 B under it on sm_80.
 TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
@@ -122,7 +123,7 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
     BG, warps, fused_ok, max_registers = TILED[MP, input_precision]
-    if (finite_dataset or untied) and BG > 4:
+    if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
     return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
                         fused_ok=fused_ok, max_registers=max_registers if gram else None)
