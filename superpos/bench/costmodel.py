@@ -242,7 +242,7 @@ def logged_fraction(a: dict) -> float:
 # as ast.unparse writes it); `a` is a call's arguments. An `if` not listed counts both sides in full.
 BRANCH_FREQUENCY = {
     # the small kernel sums the loss only on logged steps (kernels/train_small.py)
-    ("_train_tiny", "_is_logged(t, total_steps, log_every)"): logged_fraction,
+    ("_train_tiny", "_logged_at(since, t, total_steps)"): logged_fraction,
     ("_train_blocks", "_is_logged(t, total_steps, log_every)"): logged_fraction,
     # the tiny path's masked last tile: only where 4 BG does not divide the batch
     ("_tiny_step_sums", "full * LANES < B"): lambda a: float(a["B"] % (4 * a["BG"]) != 0),
