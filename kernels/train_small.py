@@ -279,8 +279,10 @@ def _lane_values(v, COUNT: tl.constexpr):
 
 @triton.jit
 def _to_lanes(vals, lane, COUNT: tl.constexpr):
-    """A [BG] block holding vals[p] in lane p (p < COUNT), 0 beyond."""
-    v = tl.where(lane == 0, vals[0], 0.0)
+    """A [BG] block holding vals[p] in lane p (p < COUNT), 1 beyond: the lanes without a parameter then
+    keep a second moment well above 0, so their AdamW never takes the slow path of IEEE sqrt (which a
+    zero v takes, and the whole warp would wait for it every step)."""
+    v = tl.where(lane == 0, vals[0], 1.0)
     for p in tl.static_range(1, COUNT):
         v = tl.where(lane == p, vals[p], v)
     return v
@@ -468,6 +470,14 @@ def _tiny_tile(acc, g, seed, t, B, first, T, tabs, P, ic, imp, gram,
     return acc
 
 
+@triton.constexpr_function
+def tile_unroll(n):
+    """Whole tiles per trip of the tiny path's tile loop (the cost model reads it too). Four at n <= 2
+    (phase: 1,659 -> 1,640 warp instructions per model-step; 121 -> 168 registers); one above, where more
+    tiles per trip cost registers (phase3 at two: 147 -> 184 registers for 0.4%; at four: 240, latency-bound)."""
+    return 4 if n <= 2 else 1
+
+
 @triton.jit
 def _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram,
                     N: tl.constexpr, M: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, HRELU: tl.constexpr,
@@ -483,8 +493,14 @@ def _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram,
         acc = acc + (tl.zeros((BG,), dtype=tl.float32),)
     first = batch_start(t, B, T, DATASET)
     full = (B // (LANES * BG)) * BG  # groups in tiles whose 4 BG samples are all < B
-    for g0 in range(0, full, BG):
-        acc = _tiny_tile(acc, g0 + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
+    UNROLL: tl.constexpr = tile_unroll(N)
+    whole = (full // (UNROLL * BG)) * (UNROLL * BG)  # ... in runs of UNROLL tiles: less loop control per tile
+    for g0 in range(0, whole, UNROLL * BG):
+        for u in tl.static_range(UNROLL):
+            acc = _tiny_tile(acc, g0 + u * BG + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
+                             N, M, RELU, HRELU, TIED, ABS, SYMMETRIC, DATASET, GATE_SRC, LOSS, False)
+    for g1 in range(whole, full, BG):  # the whole tiles left over
+        acc = _tiny_tile(acc, g1 + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
                          N, M, RELU, HRELU, TIED, ABS, SYMMETRIC, DATASET, GATE_SRC, LOSS, False)
     if full * LANES < B:
         acc = _tiny_tile(acc, full + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
