@@ -471,18 +471,20 @@ def _tiny_tile(acc, g, seed, t, B, first, T, tabs, P, ic, imp, gram,
 
 
 @triton.constexpr_function
-def tile_unroll(n):
-    """Whole tiles per trip of the tiny path's tile loop (the cost model reads it too). Four at n <= 2
-    (phase: 1,659 -> 1,640 warp instructions per model-step; 121 -> 168 registers); one above, where more
-    tiles per trip cost registers (phase3 at two: 147 -> 184 registers for 0.4%; at four: 240, latency-bound)."""
-    return 4 if n <= 2 else 1
+def tile_unroll(n, plain):
+    """Whole tiles per trip of the tiny path's tile loop (the cost model reads it too). Four for the plain
+    model (Gram form, plain data) at n <= 2 (phase: 1,659 -> 1,640 warp instructions per model-step, 121 ->
+    168 registers); one elsewhere, where more tiles per trip cost registers for little (phase3 at two: 147
+    -> 184 registers for 0.4%, at four 240 and latency-bound; phase with a hidden ReLU at four: 220
+    registers and latency-bound, 48.8 -> 51.2 ms by the cost model)."""
+    return 4 if n <= 2 and plain else 1
 
 
 @triton.jit
 def _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram,
                     N: tl.constexpr, M: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, HRELU: tl.constexpr,
                     TIED: tl.constexpr, ABS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr,
-                    GATE_SRC: tl.constexpr, LOSS: tl.constexpr):
+                    GATE_SRC: tl.constexpr, LOSS: tl.constexpr, UNROLL: tl.constexpr):
     """One step's batch sums as scalars (the Gram form's T triangle, db, loss; or the explicit form's
     gradients in P's order, then the loss): per-slot accumulation over the tiles, then one reduction over
     the BG slots. The order is fixed by (N, M, BG) alone."""
@@ -493,7 +495,6 @@ def _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram,
         acc = acc + (tl.zeros((BG,), dtype=tl.float32),)
     first = batch_start(t, B, T, DATASET)
     full = (B // (LANES * BG)) * BG  # groups in tiles whose 4 BG samples are all < B
-    UNROLL: tl.constexpr = tile_unroll(N)
     whole = (full // (UNROLL * BG)) * (UNROLL * BG)  # ... in runs of UNROLL tiles: less loop control per tile
     for g0 in range(0, whole, UNROLL * BG):
         for u in tl.static_range(UNROLL):
@@ -524,6 +525,7 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
     NPAR: tl.constexpr = M * N + N if TIED else 2 * M * N + N + M
     NSYM: tl.constexpr = N * (N + 1) // 2
     LOSS_AT: tl.constexpr = NSYM + N if GRAM else NPAR  # the loss's place among the step's sums
+    UNROLL: tl.constexpr = tile_unroll(N, GRAM and not (SETS or SYMMETRIC or DATASET))
     tl.static_assert(NPAR <= BG, "the tiny path keeps one parameter per lane: NPAR <= BG")
     k = tl.program_id(0).to(tl.int64)
     o_b = k * N
@@ -565,11 +567,11 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
             gram = ()
         if _logged_at(since, t, total_steps):  # the loss is only summed (and stored) when it is recorded
             sums = _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram, N, M, BG, RELU, HRELU, TIED, ABS,
-                                   SYMMETRIC, DATASET, GATE_SRC, True)
+                                   SYMMETRIC, DATASET, GATE_SRC, True, UNROLL)
             log_loss(loss_ptr + k * n_log, sums[LOSS_AT] * inv_bn, t, total_steps, log_every, n_log)
         else:
             sums = _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram, N, M, BG, RELU, HRELU, TIED, ABS,
-                                   SYMMETRIC, DATASET, GATE_SRC, False)
+                                   SYMMETRIC, DATASET, GATE_SRC, False, UNROLL)
         since = tl.where(since == log_every - 1, 0, since + 1)
         if GRAM:
             grads = ()

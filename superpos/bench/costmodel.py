@@ -222,8 +222,8 @@ TRIP_COUNTS = {
     ("_train_blocks", "s"): lambda a: a["n_steps"],
     ("_train_tiny", "s"): lambda a: a["n_steps"],
     ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
-    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // _tile_unroll(a["NP"]),  # runs of whole tiles
-    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % _tile_unroll(a["NP"]),  # the whole tiles left
+    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // _tile_unroll(a),  # runs of whole tiles
+    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % _tile_unroll(a),  # the whole tiles left
     # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
@@ -256,9 +256,10 @@ def branch_fraction(side: sass.Side, args: dict) -> float:
     return f if side.body else 1.0 - f
 
 
-def _tile_unroll(n: int) -> int:
+def _tile_unroll(a: dict) -> int:
+    """kernels.train_small.tile_unroll for a call of _train_small_kernel (plain: Gram form, plain data)."""
     from ..kernels.train_small import tile_unroll
-    return tile_unroll(n)
+    return tile_unroll(a["NP"], a["TIED"] and not (a["HRELU"] or a["SETS"] or a["SYMMETRIC"] or a["DATASET"]))
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
