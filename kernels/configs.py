@@ -11,10 +11,12 @@
 - "small", tiny path (tiny=True) for n <= TINY_MAX_N, m <= n and 2 n <= 5 m (phase n=2, m=1; phase3 n=3, m=2;
   intro n=5, m=2): unrolled over the exact n and m (MP, NP = m, n), one thread per sample group, BG =
   32 x warps groups per tile (TINY_SLOTS_PER_THREAD each). Static count, sm_90, Triton 3.6, warp
-  instructions per model-step at B=1024 (before: the block path): phase 2,078 (4,200), phase3 3,500
-  (18,937), intro 6,545 (40,025); registers 64 / 115 / 230, no spills on 3.6 or 3.9. One warp per model:
-  every thread updates its own copy of the parameters, so more warps would multiply that per-step cost,
-  and the warp count may not depend on K (the summation order over the BG slots is fixed by the shape).
+  instructions per model-step at B=1024, the logged-loss side weighted by its 1 step in log_every
+  (`superpos bench --predict`; before: the block path, both sides counted): phase 1,640 (4,200), phase3
+  2,684 (18,937), intro 5,149 (40,025); registers 168 / 147 / 236, no spills on 3.6 or 3.9. One warp per
+  model: every thread keeps a copy of the parameters for its samples' forward pass and the block reduces
+  once per step, so more warps would add per-step work, and the warp count may not depend on K (the
+  summation order over the BG slots is fixed by the shape).
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a slice of 4 BG consecutive samples (a slice
   is one tile: its dW is written once) and an n-chunk of NC=16 features, W and AdamW state in global
   memory (L2-resident: one model's state is 20 m n bytes). tl.dot needs every dimension >= 16, hence

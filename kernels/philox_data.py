@@ -74,11 +74,19 @@ def philox_words_wide_at(seed, c0, c1, STREAM: tl.constexpr):
     c1 = zero + c1.to(tl.uint32)
     c2 = zero + STREAM
     c3 = zero
-    for _ in tl.static_range(PHILOX_ROUNDS):
-        p0 = c0.to(tl.uint64) * PHILOX_M0
+    for r in tl.static_range(PHILOX_ROUNDS):
+        if r == 0:
+            # the first product of the counter as a 32-bit high/low pair: as a 64-bit product of a counter
+            # that steps along the caller's loop, LLVM widens that loop to 64 bits and carries the product
+            # as a 64-bit sum, which costs ptxas an add of a zero high word in the next round
+            hi0 = tl.umulhi(c0, PHILOX_M0)
+            lo0 = c0 * PHILOX_M0
+        else:
+            p0 = c0.to(tl.uint64) * PHILOX_M0
+            hi0 = (p0 >> 32).to(tl.uint32)
+            lo0 = p0.to(tl.uint32)
         p1 = c2.to(tl.uint64) * PHILOX_M1
-        c0, c1, c2, c3 = ((p1 >> 32).to(tl.uint32) ^ c1 ^ k0, p1.to(tl.uint32),
-                          (p0 >> 32).to(tl.uint32) ^ c3 ^ k1, p0.to(tl.uint32))
+        c0, c1, c2, c3 = ((p1 >> 32).to(tl.uint32) ^ c1 ^ k0, p1.to(tl.uint32), hi0 ^ c3 ^ k1, lo0)
         k0 = k0 + PHILOX_W0
         k1 = k1 + PHILOX_W1
     return c0, c1, c2, c3

@@ -32,6 +32,12 @@ def _is_logged(t, total_steps, log_every):
 
 
 @triton.jit
+def _logged_at(since, t, total_steps):
+    """_is_logged from `since` = t mod log_every, kept as a running count (no division per step)."""
+    return (since == 0) | (t == total_steps - 1)
+
+
+@triton.jit
 def _lane_grads(acc_w, acc_d, acc_b, acc_h, acc_l, x, valid, W, D, bh, bias, imp, coef,
                 RELU: tl.constexpr, HRELU: tl.constexpr, TIED: tl.constexpr, ABS: tl.constexpr,
                 LOSS: tl.constexpr):
@@ -196,16 +202,21 @@ def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
 
 
 # --- Tiny models (n <= TINY_MAX_N, see configs): one thread owns whole samples ----------------------
-# Every thread holds the model's parameters as scalars (tuples unrolled over the N features and M hidden
+# Every thread holds the model's parameters as values (tuples unrolled over the N features and M hidden
 # units, N and M constexpr), so a sample's forward and backward are plain FFMAs with no cross-thread
 # traffic and no padded features; Philox runs once per (group, feature) counter actually used. Each
 # thread accumulates its samples' gradient contributions in [BG] accumulators (sample slot axis) and
 # the block reduces them once per step. The parameters are one flat tuple P = W (M x N row-major), b (N)
-# and, untied, W_dec (N x M row-major), b_hidden (M); the AdamW moments likewise.
+# and, untied, W_dec (N x M row-major), b_hidden (M).
+# AdamW runs once per step on the lanes, not on every thread's copy: lane p owns parameter p and its two
+# moments (a [BG] block each, NPAR <= BG), updates it, and one shuffle per parameter hands the new values
+# to every thread (the same arithmetic on the same values as each thread updating all NPAR: bit for bit).
 # The tied model without a hidden activation (GRAM) writes its gradient through the Gram form:
-#   z = Q x + b with Q = W^T W,   dW = W (S + S^T) with S = sum_b x_b g_b^T  (n x n),
+#   z = Q x + b with Q = W^T W,   dW = W T with T = S + S^T, S = sum_b x_b g_b^T  (n x n),
 # which costs 2 n^2 FMAs per sample instead of 5 m n for h = W x, z = W^T h, W g and the two outer
 # products (configs.choose_config takes this path only where 2 n <= 5 m, with n <= 5 and m <= n). The
+# per-sample terms accumulate T's upper triangle (x_k g_i + x_i g_k off the diagonal, x_i g_i on it):
+# n (n + 1) / 2 sums to reduce per step instead of n^2, for the same n^2 FMAs per sample. The
 # other families (hidden ReLU, untied) take the explicit per-sample form (h, z, gz, gh, outer products):
 # the Gram form has no place for a mask between W x and W^T h.
 
@@ -220,28 +231,79 @@ def _load_scalars(ptr, COUNT: tl.constexpr):
 
 
 @triton.jit
-def _store_scalars(ptr, vals, COUNT: tl.constexpr, START: tl.constexpr):
-    """Store vals[START : START + COUNT] at ptr."""
-    for i in tl.static_range(COUNT):
-        tl.store(ptr + i, vals[START + i])
+def _lane_segment(lane, START: tl.constexpr, COUNT: tl.constexpr):
+    """(mask, offset) of the lanes START .. START + COUNT - 1 of P's order in one parameter array."""
+    seg = (lane >= START) & (lane < START + COUNT)
+    return seg, tl.where(seg, lane - START, 0)
 
 
 @triton.jit
-def _load_params(W_ptr, b_ptr, Wd_ptr, bh_ptr, k, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
-    """Model k's flat parameter tuple (or one of its moments): W, b (, W_dec, b_hidden)."""
-    P = _load_scalars(W_ptr + k * (M * N), M * N) + _load_scalars(b_ptr + k * N, N)
+def _load_lanes(W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
+    """Model k's parameters (or one of their moments) over the lanes: lane p holds P[p] (W, b (, W_dec,
+    b_hidden)), 0 beyond."""
+    v = (lane * 0).to(tl.float32)
+    seg, o = _lane_segment(lane, 0, M * N)
+    v = tl.where(seg, tl.load(W_ptr + k * (M * N) + o, mask=seg, other=0.0), v)
+    seg, o = _lane_segment(lane, M * N, N)
+    v = tl.where(seg, tl.load(b_ptr + k * N + o, mask=seg, other=0.0), v)
     if not TIED:
-        P = P + _load_scalars(Wd_ptr + k * (N * M), N * M) + _load_scalars(bh_ptr + k * M, M)
-    return P
+        seg, o = _lane_segment(lane, M * N + N, N * M)
+        v = tl.where(seg, tl.load(Wd_ptr + k * (N * M) + o, mask=seg, other=0.0), v)
+        seg, o = _lane_segment(lane, 2 * M * N + N, M)
+        v = tl.where(seg, tl.load(bh_ptr + k * M + o, mask=seg, other=0.0), v)
+    return v
 
 
 @triton.jit
-def _store_params(P, W_ptr, b_ptr, Wd_ptr, bh_ptr, k, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
-    _store_scalars(W_ptr + k * (M * N), P, M * N, 0)
-    _store_scalars(b_ptr + k * N, P, N, M * N)
+def _store_lanes(v, W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
+    """Write back what _load_lanes read."""
+    seg, o = _lane_segment(lane, 0, M * N)
+    tl.store(W_ptr + k * (M * N) + o, v, mask=seg)
+    seg, o = _lane_segment(lane, M * N, N)
+    tl.store(b_ptr + k * N + o, v, mask=seg)
     if not TIED:
-        _store_scalars(Wd_ptr + k * (N * M), P, N * M, M * N + N)
-        _store_scalars(bh_ptr + k * M, P, M, 2 * M * N + N)
+        seg, o = _lane_segment(lane, M * N + N, N * M)
+        tl.store(Wd_ptr + k * (N * M) + o, v, mask=seg)
+        seg, o = _lane_segment(lane, 2 * M * N + N, M)
+        tl.store(bh_ptr + k * M + o, v, mask=seg)
+
+
+@triton.jit
+def _lane_values(v, COUNT: tl.constexpr):
+    """(v[0], ..., v[COUNT - 1]), each broadcast to every lane of a [BG] block (one shuffle each)."""
+    out = ()
+    for p in tl.static_range(COUNT):
+        out = out + (tl.gather(v, tl.full(v.shape, p, tl.int32), 0),)
+    return out
+
+
+@triton.jit
+def _to_lanes(vals, lane, COUNT: tl.constexpr):
+    """A [BG] block holding vals[p] in lane p (p < COUNT), 1 beyond: the lanes without a parameter then
+    keep a second moment well above 0, so their AdamW never takes the slow path of IEEE sqrt (which a
+    zero v takes, and the whole warp would wait for it every step)."""
+    v = tl.where(lane == 0, vals[0], 1.0)
+    for p in tl.static_range(1, COUNT):
+        v = tl.where(lane == p, vals[p], v)
+    return v
+
+
+@triton.constexpr_function
+def _sym_at(k, i, N):
+    """Index of (k, i), k <= i, in the row-major upper triangle of an N x N matrix."""
+    return k * N - k * (k - 1) // 2 + i - k
+
+
+@triton.jit
+def _t_entry(sums, k, i, N: tl.constexpr):
+    """T[k, i] of T = S + S^T from the triangle sums (T off the diagonal, S on it: T[i, i] = 2 S[i, i])."""
+    if k == i:
+        v = 2.0 * sums[_sym_at(k, k, N)]
+    elif k < i:
+        v = sums[_sym_at(k, i, N)]
+    else:
+        v = sums[_sym_at(i, k, N)]
+    return v
 
 
 @triton.jit
@@ -263,9 +325,11 @@ def _gram(W, N: tl.constexpr, M: tl.constexpr):
 @triton.jit
 def _gram_sample(acc, x, tgt, valid, P, ic, imp, Q, icQ, icb, N: tl.constexpr, M: tl.constexpr,
                  RELU: tl.constexpr, LOSS: tl.constexpr, MASKED: tl.constexpr):
-    """Gram form: add one sample's terms to acc = (S[k, i] row-major: sum x_k g_i, db_i: sum g_i, loss)."""
+    """Gram form: add one sample's terms to acc = (T's upper triangle row-major: sum x_k g_i + x_i g_k, and
+    sum x_i g_i on the diagonal; db_i: sum g_i; loss)."""
+    NSYM: tl.constexpr = N * (N + 1) // 2
     grad = ()
-    loss = acc[N * N + N]
+    loss = acc[NSYM + N]
     for i in tl.static_range(N):
         # g_i = ic_i (z_i - t_i) as ic_i z_i - ic_i t_i, with ic_i z_i = (ic_i Q_i) x + ic_i b_i:
         # one FFMA less per feature; ic_i >= 0, so ic_i z_i > 0 is the ReLU test where g_i != 0.
@@ -287,10 +351,13 @@ def _gram_sample(acc, x, tgt, valid, P, ic, imp, Q, icQ, icb, N: tl.constexpr, M
             loss += tl.where(valid, imp[i] * d * d, 0.0) if MASKED else imp[i] * d * d
     out = ()
     for k in tl.static_range(N):
-        for i in tl.static_range(N):
-            out = out + (acc[k * N + i] + x[k] * grad[i],)
+        for i in tl.static_range(k, N):
+            t = acc[_sym_at(k, i, N)] + x[k] * grad[i]
+            if i != k:
+                t = t + x[i] * grad[k]
+            out = out + (t,)
     for i in tl.static_range(N):
-        out = out + (acc[N * N + i] + grad[i],)
+        out = out + (acc[NSYM + i] + grad[i],)
     return out + (loss,)
 
 
@@ -403,23 +470,38 @@ def _tiny_tile(acc, g, seed, t, B, first, T, tabs, P, ic, imp, gram,
     return acc
 
 
+@triton.constexpr_function
+def tile_unroll(n, plain):
+    """Whole tiles per trip of the tiny path's tile loop (the cost model reads it too). Four for the plain
+    model (Gram form, plain data) at n <= 2 (phase: 1,659 -> 1,640 warp instructions per model-step, 121 ->
+    168 registers); one elsewhere, where more tiles per trip cost registers for little (phase3 at two: 147
+    -> 184 registers for 0.4%, at four 240 and latency-bound; phase with a hidden ReLU at four: 220
+    registers and latency-bound, 48.8 -> 51.2 ms by the cost model)."""
+    return 4 if n <= 2 and plain else 1
+
+
 @triton.jit
 def _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram,
                     N: tl.constexpr, M: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, HRELU: tl.constexpr,
                     TIED: tl.constexpr, ABS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr,
-                    GATE_SRC: tl.constexpr, LOSS: tl.constexpr):
-    """One step's batch sums as scalars (the Gram form's S, db, loss; or the explicit form's gradients in
-    P's order, then the loss): per-slot accumulation over the tiles, then one reduction over the BG slots.
-    The order is fixed by (N, M, BG) alone."""
-    NACC: tl.constexpr = (N * N + N + 1) if (TIED and not HRELU) else ((M * N + N + 1) if TIED else
-                                                                        (2 * M * N + N + M + 1))
+                    GATE_SRC: tl.constexpr, LOSS: tl.constexpr, UNROLL: tl.constexpr):
+    """One step's batch sums as scalars (the Gram form's T triangle, db, loss; or the explicit form's
+    gradients in P's order, then the loss): per-slot accumulation over the tiles, then one reduction over
+    the BG slots. The order is fixed by (N, M, BG) alone."""
+    NACC: tl.constexpr = (N * (N + 1) // 2 + N + 1) if (TIED and not HRELU) else ((M * N + N + 1) if TIED else
+                                                                                   (2 * M * N + N + M + 1))
     acc = ()
     for _ in tl.static_range(NACC):
         acc = acc + (tl.zeros((BG,), dtype=tl.float32),)
     first = batch_start(t, B, T, DATASET)
     full = (B // (LANES * BG)) * BG  # groups in tiles whose 4 BG samples are all < B
-    for g0 in range(0, full, BG):
-        acc = _tiny_tile(acc, g0 + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
+    whole = (full // (UNROLL * BG)) * (UNROLL * BG)  # ... in runs of UNROLL tiles: less loop control per tile
+    for g0 in range(0, whole, UNROLL * BG):
+        for u in tl.static_range(UNROLL):
+            acc = _tiny_tile(acc, g0 + u * BG + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
+                             N, M, RELU, HRELU, TIED, ABS, SYMMETRIC, DATASET, GATE_SRC, LOSS, False)
+    for g1 in range(whole, full, BG):  # the whole tiles left over
+        acc = _tiny_tile(acc, g1 + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
                          N, M, RELU, HRELU, TIED, ABS, SYMMETRIC, DATASET, GATE_SRC, LOSS, False)
     if full * LANES < B:
         acc = _tiny_tile(acc, full + tl.arange(0, BG), seed, t, B, first, T, tabs, P, ic, imp, gram,
@@ -441,11 +523,17 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                 DATASET: tl.constexpr, GATE_SRC: tl.constexpr):
     GRAM: tl.constexpr = TIED and not HRELU
     NPAR: tl.constexpr = M * N + N if TIED else 2 * M * N + N + M
+    NSYM: tl.constexpr = N * (N + 1) // 2
+    LOSS_AT: tl.constexpr = NSYM + N if GRAM else NPAR  # the loss's place among the step's sums
+    UNROLL: tl.constexpr = tile_unroll(N, GRAM and not (SETS or SYMMETRIC or DATASET))
+    tl.static_assert(NPAR <= BG, "the tiny path keeps one parameter per lane: NPAR <= BG")
     k = tl.program_id(0).to(tl.int64)
     o_b = k * N
-    P = _load_params(W_in, b_in, Wd_in, bh_in, k, N, M, TIED)
-    mP = _load_params(mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, N, M, TIED)
-    vP = _load_params(vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, N, M, TIED)
+    lane = tl.arange(0, BG)
+    Pv = _load_lanes(W_in, b_in, Wd_in, bh_in, k, lane, N, M, TIED)  # [BG]: lane p owns parameter p
+    mv = _load_lanes(mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, lane, N, M, TIED)
+    vv = _load_lanes(vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, lane, N, M, TIED)
+    P = _lane_values(Pv, NPAR)
     imp = _load_scalars(imp_ptr + o_b, N)
     scale = _load_scalars(scale_ptr + o_b, N)
     hi = ()
@@ -463,6 +551,7 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
         ic = ic + (imp[i] * coef,)
     tabs = (lo, hi, off, scale)
     seed = tl.load(seed_ptr + k)
+    since = t0 % log_every  # t mod log_every, counted along
     for s in range(n_steps):
         t = t0 + s
         if GRAM:
@@ -476,39 +565,33 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
             gram = (Q, icQ, icb)
         else:
             gram = ()
-        if _is_logged(t, total_steps, log_every):  # the loss is only summed when it is recorded
+        if _logged_at(since, t, total_steps):  # the loss is only summed (and stored) when it is recorded
             sums = _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram, N, M, BG, RELU, HRELU, TIED, ABS,
-                                   SYMMETRIC, DATASET, GATE_SRC, True)
+                                   SYMMETRIC, DATASET, GATE_SRC, True, UNROLL)
+            log_loss(loss_ptr + k * n_log, sums[LOSS_AT] * inv_bn, t, total_steps, log_every, n_log)
         else:
             sums = _tiny_step_sums(seed, t, B, T, tabs, P, ic, imp, gram, N, M, BG, RELU, HRELU, TIED, ABS,
-                                   SYMMETRIC, DATASET, GATE_SRC, False)
+                                   SYMMETRIC, DATASET, GATE_SRC, False, UNROLL)
+        since = tl.where(since == log_every - 1, 0, since + 1)
         if GRAM:
-            log_loss(loss_ptr + k * n_log, sums[N * N + N] * inv_bn, t, total_steps, log_every, n_log)
             grads = ()
             for j in tl.static_range(M):
                 for i in tl.static_range(N):
-                    dw = P[j * N] * (sums[i] + sums[i * N])  # dW = W (S + S^T)
+                    dw = P[j * N] * _t_entry(sums, 0, i, N)  # dW = W T
                     for kk in tl.static_range(1, N):
-                        dw += P[j * N + kk] * (sums[kk * N + i] + sums[i * N + kk])
+                        dw += P[j * N + kk] * _t_entry(sums, kk, i, N)
                     grads = grads + (dw,)
             for i in tl.static_range(N):
-                grads = grads + (sums[N * N + i],)
+                grads = grads + (sums[NSYM + i],)
         else:
-            log_loss(loss_ptr + k * n_log, sums[NPAR] * inv_bn, t, total_steps, log_every, n_log)
             grads = sums
         decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
-        newP = ()
-        new_m = ()
-        new_v = ()
-        for p in tl.static_range(NPAR):
-            q, mq, vq = adamw_update(P[p], grads[p], mP[p], vP[p], decay, step_size, bc2_sqrt, beta1, beta2, eps)
-            newP = newP + (q,)
-            new_m = new_m + (mq,)
-            new_v = new_v + (vq,)
-        P, mP, vP = newP, new_m, new_v
-    _store_params(P, W_out, b_out, Wd_out, bh_out, k, N, M, TIED)
-    _store_params(mP, mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, N, M, TIED)
-    _store_params(vP, vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, N, M, TIED)
+        Pv, mv, vv = adamw_update(Pv, _to_lanes(grads, lane, NPAR), mv, vv, decay, step_size, bc2_sqrt, beta1,
+                                  beta2, eps)
+        P = _lane_values(Pv, NPAR)
+    _store_lanes(Pv, W_out, b_out, Wd_out, bh_out, k, lane, N, M, TIED)
+    _store_lanes(mv, mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, lane, N, M, TIED)
+    _store_lanes(vv, vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, lane, N, M, TIED)
 
 
 @kernel

@@ -44,6 +44,18 @@ PROBES = textwrap.dedent('''
         tl.store(out_ptr + offs, acc)
 
     @triton.jit
+    def branchy(x_ptr, out_ptr, n_iter, every, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        acc = tl.load(x_ptr + offs)
+        a = acc * 0.5
+        for i in range(n_iter):
+            if i % every == 0:
+                acc = fma_chain(acc, a, 24)
+            else:
+                acc = fma_chain(acc, a, 9)
+        tl.store(out_ptr + offs, acc)
+
+    @triton.jit
     def nested(x_ptr, out_ptr, n_outer, n_inner, BLOCK: tl.constexpr):
         offs = tl.arange(0, BLOCK)
         acc = tl.load(x_ptr + offs)
@@ -68,8 +80,11 @@ with recording() as launches:
     pk.flat[(1,)](x, x, 7, BLOCK=32, num_warps=1)
     pk.nested[(1,)](x, x, 3, 6, BLOCK=32, num_warps=1)
     pk.flat[(1,)](x, x, 11, BLOCK=32, num_warps=1)
+    pk.branchy[(1,)](x, x, 10, 4, BLOCK=32, num_warps=1)
+# the probe's `if`: true on iterations 0, every, 2 every, ... of range(n_iter)
+cm.BRANCH_FREQUENCY["branchy", "i % every == 0"] = lambda a: len(range(0, a["n_iter"], a["every"])) / a["n_iter"]
 out = {}
-for name, lc in zip(("flat7", "nested", "flat11"), launches):
+for name, lc in zip(("flat7", "nested", "flat11", "branchy"), launches):
     prof = cm.profile_kernel(compile_launch(lc, 90))
     counts, cycles = cm.per_program(prof, lc.bound())
     loops = []
@@ -79,7 +94,9 @@ for name, lc in zip(("flat7", "nested", "flat11"), launches):
                           "function": lp.source.function})
             walk(lp.children, depth + 1)
     walk(prof.loops, 0)
-    out[name] = {"fp32": counts["fp32"], "loops": loops, "cycles": cycles}
+    out[name] = {"fp32": counts["fp32"], "loops": loops, "cycles": cycles,
+                 "sides": [(sd.source.line, sd.body) for sd in prof.sides],
+                 "fp32_by_every": {e: cm.per_program(prof, {**lc.bound(), "every": e})[0]["fp32"] for e in (1, 4, 20)}}
 probe = pr.philox_imad_per_call()
 from superpos.bench.probes import philox_probe_launch
 lc = philox_probe_launch()
@@ -129,6 +146,19 @@ def test_nested_loops_map_to_their_for_and_multiply(compiled):
     loops = out["nested"]["loops"]
     assert {(lp["depth"], lp["var"], lp["line"]) for lp in loops} >= {(0, "j", outer), (1, "i", inner)}
     assert all(lp["line"] == (outer if lp["depth"] == 0 else inner) for lp in loops)
+
+
+def test_if_sides_weighted_by_their_frequency(compiled):
+    out, lines = compiled
+    # 10 iterations: the body (24 FFMA) runs on i % every == 0, the else (9 FFMA) on the others, so each
+    # iteration moved from the else to the body adds 15 FFMA, whatever ptxas shares between the sides
+    # (Triton 3.6 computes the 9 FFMA common to both before the branch and leaves the else empty).
+    # Counting both sides in full would make the count independent of `every`.
+    by_every = {int(k): v for k, v in out["branchy"]["fp32_by_every"].items()}
+    assert by_every[1] - by_every[20] == pytest.approx((10 - 1) * 15)  # body on 10 vs 1 of the 10
+    assert by_every[4] - by_every[20] == pytest.approx((3 - 1) * 15)  # i = 0, 4, 8 vs i = 0
+    if_line = _line_of(lines, "if i % every == 0")
+    assert out["branchy"]["sides"] and all(tuple(side) == (if_line, True) for side in out["branchy"]["sides"])
 
 
 def test_latency_walk_grows_with_trip_count(compiled):
@@ -204,6 +234,72 @@ def test_parser_loops_and_control_bits(tmp_path):
     assert regions == {(): ["MOV", "EXIT"], ("j",): ["FFMA", "BRA"], ("j", "i"): ["IMAD.WIDE.U32", "BRA"]}
     c = cm.count_instructions(instrs)
     assert (c["fp32"], c["imad"], c["alu"], c["branch"], c["instructions"]) == (1, 1, 1, 3, 6)
+
+
+BRANCH_SOURCE = ("def k(n, every, B):\n"
+                 "    for s in range(n):\n"
+                 "        if s % every == 0:\n"
+                 "            a = 1\n"
+                 "        else:\n"
+                 "            a = 2\n"
+                 "        if B > 0:\n"
+                 "            c = 3\n")
+# (label, line, instruction): a loop (line 2) holding an if/else (line 3: body 3 FFMA and the jump over the
+# else, else 2 FADD) and an if without else (line 7: one IMAD.WIDE)
+BRANCH_SASS = [(None, 1, "MOV R1, c[0x0][0x28]"),
+               (".L_x_0", 3, "ISETP.NE.AND P0, PT, R2, RZ, PT"),
+               (None, 3, "@P0 BRA `(.L_x_1)"),
+               (None, 4, "FFMA R3, R3, R4, R5"), (None, 4, "FFMA R3, R3, R4, R5"), (None, 4, "FFMA R3, R3, R4, R5"),
+               (None, 3, "BRA `(.L_x_2)"),
+               (".L_x_1", 6, "FADD R3, R3, 1"), (None, 6, "FADD R3, R3, 2"),
+               (".L_x_2", 7, "@P1 BRA `(.L_x_3)"),
+               (None, 8, "IMAD.WIDE.U32 R6, R7, R8, RZ"),
+               (".L_x_3", 2, "@P2 BRA `(.L_x_0)"),
+               (None, None, "EXIT"),
+               (".L_x_4", None, "BRA `(.L_x_4)")]
+
+
+def _sass_text(rows, path) -> str:
+    """nvdisasm -g -hex text for rows of (label, line, instruction), 16 bytes apart, control bits zero."""
+    out = ["        .text.k:"]
+    for i, (label, line, text) in enumerate(rows):
+        if label:
+            out.append(f"{label}:")
+        if line is not None:
+            out.append(f'\t//## File "{path}", line {line}')
+        out.append(f"        /*{16 * i:04x}*/                   {text} ;   /* 0x0000000000000000 */")
+        out.append("                                                          /* 0x0000000000000000 */")
+    return "\n".join(out) + "\n"
+
+
+def test_branch_sides_weighted_by_hand(tmp_path, monkeypatch):
+    src = tmp_path / "k.py"
+    src.write_text(BRANCH_SOURCE)
+    instrs = sass.entry_function(sass.parse(_sass_text(BRANCH_SASS, src)))
+    args = {"n": 10, "every": 4, "B": 0}
+    # no rule: both sides of every branch count in full: 2 outside + 10 x 11
+    plain = cm.per_program(cm.profile_instructions("k", 1, 32, 0, 0, instrs), args)[0]
+    assert plain["instructions"] == 2 + 10 * 11 and plain["fp32"] == 10 * 5 and plain["imad"] == 10
+    monkeypatch.setitem(cm.BRANCH_FREQUENCY, ("k", "s % every == 0"), lambda a: 1 / a["every"])
+    monkeypatch.setitem(cm.BRANCH_FREQUENCY, ("k", "B > 0"), lambda a: float(a["B"] > 0))
+    prof = cm.profile_instructions("k", 1, 32, 0, 0, instrs)
+    assert [(sd.start, sd.end, sd.source.line, sd.body) for sd in prof.sides] == \
+        [(0x30, 0x70, 3, True), (0x70, 0x90, 3, False), (0xa0, 0xb0, 7, True)]
+    # per iteration: the compare and three branches always; the body (3 FFMA + its jump) on 1/4 of them,
+    # the else (2 FADD) on 3/4; the IMAD never with B = 0, always with B > 0
+    counts = cm.per_program(prof, args)[0]
+    assert counts["instructions"] == pytest.approx(2 + 10 * (4 + 4 / 4 + 2 * 3 / 4))
+    assert counts["fp32"] == pytest.approx(10 * (3 / 4 + 2 * 3 / 4)) and counts["imad"] == 0
+    assert cm.per_program(prof, {**args, "B": 5})[0]["imad"] == 10
+
+
+def test_logged_fraction_follows_logged_steps():
+    from superpos.config import TrainConfig
+    steps = TrainConfig(steps=1000, log_every=100).logged_steps()  # 0, 100, ..., 900 and 999
+    a = {"t0": 0, "n_steps": 1000, "total_steps": 1000, "log_every": 100}
+    assert cm.logged_fraction(a) == len(steps) / 1000 == 0.011
+    # a launch of steps 950 .. 999: only the last is logged
+    assert cm.logged_fraction({**a, "t0": 950, "n_steps": 50}) == 1 / 50
 
 
 def test_pipe_classes_and_widths():

@@ -131,11 +131,13 @@ def test_kernel_matches_reference(n, m, act, schedule, wd):
     assert got.status == ref.status == ["ok"] * K
 
 
-@pytest.mark.parametrize("n,m,act,B", [(2, 1, "relu", 301), (3, 2, "linear", 260), (5, 2, "relu", 130)])
+@pytest.mark.parametrize("n,m,act,B", [(2, 1, "relu", 301), (2, 1, "linear", 685), (3, 2, "linear", 260),
+                                        (5, 2, "relu", 130)])
 def test_tiny_kernel_over_full_and_partial_tiles(n, m, act, B):
     """The unrolled tiny-model path: whole tiles (no sample mask) then a partial last tile (B not a multiple
     of the 4 BG samples of a tile, nor of the four Philox lanes), against the reference; the other kernel
-    tests use batches smaller than one tile."""
+    tests use batches smaller than one tile. n=2, B=685: a run of tile_unroll(2) = 4 whole tiles, one whole
+    tile left over, then the partial one."""
     cfg_k = choose_config(n, m, B)
     assert cfg_k.tiny and B > 4 * cfg_k.BG and B % (4 * cfg_k.BG)
     pop = _pop(n, m, 2, act)

@@ -10,6 +10,10 @@ Static counting assumptions:
 - Every instruction in a loop's address range runs once per iteration (predicated-off instructions
   still issue; ptxas's slow paths of IEEE sqrt/div are subroutines and are not counted, their inline
   fast paths are). Code outside every loop runs once per program.
+- Branches: the two sides of a Python `if` whose frequency the launch fixes (BRANCH_FREQUENCY below:
+  the logged-step loss, the masked last tile) are weighted, the body by the fraction f of entries
+  whose test holds and the `else` by 1 - f (sass.if_sides finds them in the SASS by the `if`'s line);
+  every other branch counts both sides in full (an upper bound).
 - All warps of a program run the same instruction stream (true of these kernels: no warp
   specialization), so a program's count is its per-warp count times num_warps.
 - Memory is conflict-free and fully coalesced: a warp's shared-memory access of w bytes per lane costs
@@ -22,7 +26,7 @@ from __future__ import annotations
 import ast
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import sass
 
@@ -213,18 +217,49 @@ def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, device: D
 # kernel function over its own arguments need no entry (their range() is evaluated).
 TRIP_COUNTS = {
     # the small kernel: two paths (kernels/train_small.py), each with the step loop and a tile loop per step
-    # (compiled twice: with and without the loss, which is summed only on logged steps; the two copies
-    # of a `for` share its iterations, so a step is costed as the average of the two)
+    # (compiled twice: with and without the loss, which is summed only on logged steps; each copy is on
+    # its side of that `if`, weighted by BRANCH_FREQUENCY)
     ("_train_blocks", "s"): lambda a: a["n_steps"],
     ("_train_tiny", "s"): lambda a: a["n_steps"],
     ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
-    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]),  # whole tiles; the partial one is inline
+    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // _tile_unroll(a),  # runs of whole tiles
+    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % _tile_unroll(a),  # the whole tiles left
     # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
     ("_log_slices_loss", "sl"): lambda a: a["n_slices"],
     ("_slice_sum", "sl"): lambda a: a["n_slices"],  # the update adds the slices of each parameter tile
 }
+
+
+def logged_fraction(a: dict) -> float:
+    """Share of a launch's steps t0 .. t0 + n_steps - 1 whose loss is recorded (TrainConfig.logged_steps)."""
+    from ..config import TrainConfig
+    logged = TrainConfig(steps=a["total_steps"], log_every=a["log_every"]).logged_steps()
+    return float(((logged >= a["t0"]) & (logged < a["t0"] + a["n_steps"])).sum()) / a["n_steps"]
+
+
+# Fraction of the entries of an `if` whose test holds, keyed by (function the `if` is written in, its test
+# as ast.unparse writes it); `a` is a call's arguments. An `if` not listed counts both sides in full.
+BRANCH_FREQUENCY = {
+    # the small kernel sums the loss only on logged steps (kernels/train_small.py)
+    ("_train_tiny", "_logged_at(since, t, total_steps)"): logged_fraction,
+    ("_train_blocks", "_is_logged(t, total_steps, log_every)"): logged_fraction,
+    # the tiny path's masked last tile: only where 4 BG does not divide the batch
+    ("_tiny_step_sums", "full * LANES < B"): lambda a: float(a["B"] % (4 * a["BG"]) != 0),
+}
+
+
+def branch_fraction(side: sass.Side, args: dict) -> float:
+    """Fraction of its `if`'s entries on which one side runs."""
+    f = BRANCH_FREQUENCY[side.source.function, side.source.test](args)
+    return f if side.body else 1.0 - f
+
+
+def _tile_unroll(a: dict) -> int:
+    """kernels.train_small.tile_unroll for a call of _train_small_kernel (plain: Gram form, plain data)."""
+    from ..kernels.train_small import tile_unroll
+    return tile_unroll(a["NP"], a["TIED"] and not (a["HRELU"] or a["SETS"] or a["SYMMETRIC"] or a["DATASET"]))
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
@@ -253,26 +288,37 @@ class KernelProfile:
     stack_bytes: int
     shared_bytes: int
     loops: list  # top-level sass.Loop trees
-    regions: list  # [(tuple of enclosing sass.Loop, outermost first), Counter, warp cycles)]
+    regions: list  # [(path: enclosing sass.Loop outermost first, then sass.Side), Counter, warp cycles)]
+    sides: list = field(default_factory=list)  # the weighted `if` sides (sass.Side)
 
 
 def profile_kernel(compiled) -> KernelProfile:
     from ..kernels.as_launched import resource_usage
     res = resource_usage(compiled)  # registers and stack from the cubin (cuobjdump -res-usage)
     instrs = sass.entry_function(sass.parse(sass.disassemble(compiled.asm["cubin"])), compiled.metadata.name)
-    loops = sass.annotate(sass.find_loops(instrs), instrs)
+    return profile_instructions(compiled.metadata.name, compiled.metadata.num_warps, res["registers"], res["stack"],
+                                res["shared"], instrs)
+
+
+def profile_instructions(name: str, num_warps: int, registers: int, stack_bytes: int, shared_bytes: int,
+                         instrs: list) -> KernelProfile:
+    """The profile of a kernel's own instructions (sass.entry_function): loops, weighted `if` sides, regions."""
+    sides = sass.if_sides(instrs, lambda stmt: (stmt.function, stmt.test) in BRANCH_FREQUENCY)
+    loops = sass.annotate(sass.find_loops(instrs), instrs, sides)
     copies = sass.unroll_copies(instrs, loops)
     instrs = [i for i in instrs if i.addr not in copies]
-    regions = [(path, count_instructions(body), warp_cycles(body)) for path, body in sass.regions(instrs, loops)]
-    return KernelProfile(compiled.metadata.name, compiled.metadata.num_warps, res["registers"], res["stack"],
-                         res["shared"], loops, regions)
+    regions = [(path, count_instructions(body), warp_cycles(body))
+               for path, body in sass.regions(instrs, loops, sides)]
+    return KernelProfile(name, num_warps, registers, stack_bytes, shared_bytes, loops, regions, sides)
 
 
 def loop_trips(prof: KernelProfile, args: dict) -> dict:
     """{sass.Loop: trips per entry of its parent}. SASS loops from one Python `for` are ptxas's versions
     of it: where some hold nested loops and some do not, the ones without are the version for empty inner
     loops and run only when an inner trip count is 0 (else the ones with); the unrolled loop and its
-    remainder then share the iterations out: the most unrolled takes N // U trips first."""
+    remainder then share the iterations out: the most unrolled takes N // U trips first. Copies of a
+    `for` on the two sides of a weighted `if` are not versions: each runs all its iterations (its side's
+    weight applies in per_program)."""
     trips = {}
 
     def runs(loop) -> bool:
@@ -280,8 +326,9 @@ def loop_trips(prof: KernelProfile, args: dict) -> dict:
         return not inner or all(n > 0 for n in inner)
 
     def visit(siblings):
-        for source in dict.fromkeys(lp.source for lp in siblings):
-            group = [lp for lp in siblings if lp.source == source]
+        for key in dict.fromkeys(lp.version_key for lp in siblings):
+            group = [lp for lp in siblings if lp.version_key == key]
+            source = key[0]
             if len({bool(lp.children) for lp in group}) == 2:
                 nested = [lp for lp in group if lp.children]
                 chosen = nested if all(runs(lp) for lp in nested) else [lp for lp in group if not lp.children]
@@ -299,12 +346,13 @@ def loop_trips(prof: KernelProfile, args: dict) -> dict:
 
 
 def per_program(prof: KernelProfile, args: dict):
-    """(counts summed over the program's warps, one warp's cycles) for one call's arguments."""
+    """(counts summed over the program's warps, one warp's cycles) for one call's arguments: each region
+    weighted by its loops' trips and its `if` sides' fractions."""
     total: Counter = Counter()
     cycles = 0.0
     loop_trip = loop_trips(prof, args)
     for path, counts, warp_cyc in prof.regions:
-        trips = math.prod(loop_trip[loop] for loop in path)
+        trips = math.prod(branch_fraction(x, args) if isinstance(x, sass.Side) else loop_trip[x] for x in path)
         for key, value in counts.items():
             total[key] += value * trips * prof.num_warps
         cycles += warp_cyc * trips

@@ -9,6 +9,11 @@ Facts relied on (checked on Triton 3.6 cubins for sm_90, see tests/test_costmode
   of its Python `for` statement, which names the loop.
 - Every loop of these kernels is a `for ... in range(...)`: `tl.static_range` loops and Philox's 10
   rounds are unrolled at compile time and are straight-line code in the SASS.
+- A Python `if` on a runtime value is a forward conditional branch carrying the line of the `if`
+  statement: taken when the test is false, it jumps over the body (which falls through); where the
+  `if` has an `else`, the body ends with an unconditional forward branch (same line) over the else
+  side, which starts at the first branch's target. This is how Triton lays out `scf.if` (then block
+  first), and ptxas keeps that order.
 - Subroutines (ptxas's slow paths of IEEE sqrt and division, `$__internal_...` labels) follow the entry
   function's EXIT; they are split off and not counted (their fast paths are inline and counted).
 - Volta-and-later instructions are 128 bits; the top 23 bits of the high word are the scheduling control
@@ -128,9 +133,16 @@ class Loop:
     children: list = field(default_factory=list)
     source: "ForLoop | None" = None
     unroll: int = 1  # iterations of the Python loop per trip of this SASS loop (see annotate)
+    sides: tuple = ()  # the weighted `if` sides (Side) that hold the loop (see annotate)
 
     def contains(self, addr: int) -> bool:
         return self.start <= addr <= self.end
+
+    @property
+    def version_key(self) -> tuple:
+        """Sibling SASS loops with the same key are ptxas's versions of one Python `for` (unrolled loop
+        and remainder); copies of a `for` on the two sides of an `if` are not versions of each other."""
+        return self.source, self.sides
 
 
 def find_loops(instrs: list) -> list:
@@ -170,23 +182,92 @@ class ForLoop:
     end_line: int = 0  # last line of the body
 
 
+@dataclass(frozen=True)
+class IfStatement:
+    """A Python `if` statement: where it is, the function it is written in, its test, whether it has an
+    `else` (an `elif` is an `else` holding another `if`)."""
+    file: str
+    line: int
+    function: str
+    test: str
+    has_else: bool
+
+
 @functools.lru_cache(maxsize=None)
-def _for_statements(path: str) -> list:
-    """Every `for` statement of a Python file, as (ForLoop, last line of its body)."""
+def _statements(path: str) -> tuple:
+    """Every `for` statement of a Python file, as (ForLoop, last line of its body), and every `if`
+    statement as {line: IfStatement}."""
     with open(path) as f:
         tree = ast.parse(f.read())
-    found = []
+    fors, ifs = [], {}
 
     def visit(node, function):
         for child in ast.iter_child_nodes(node):
             name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
             if isinstance(child, ast.For):
                 var = ast.unparse(child.target)
-                found.append((ForLoop(path, child.lineno, name, var, f"for {var} in {ast.unparse(child.iter)}",
-                                      child.end_lineno), child.end_lineno))
+                fors.append((ForLoop(path, child.lineno, name, var, f"for {var} in {ast.unparse(child.iter)}",
+                                     child.end_lineno), child.end_lineno))
+            elif isinstance(child, ast.If):
+                ifs[child.lineno] = IfStatement(path, child.lineno, name, ast.unparse(child.test), bool(child.orelse))
             visit(child, name)
     visit(tree, None)
-    return found
+    return fors, ifs
+
+
+def _for_statements(path: str) -> list:
+    return _statements(path)[0]
+
+
+def if_statement(file: str | None, line: int | None) -> "IfStatement | None":
+    """The Python `if` statement at file:line, if there is one."""
+    if file is None or line is None or not os.path.exists(file):
+        return None
+    return _statements(file)[1].get(line)
+
+
+@dataclass(eq=False)  # identity: sides key the regions
+class Side:
+    """One side of a Python `if` in the SASS: the instructions in [start, end) run only when the test
+    holds (body=True) or only when it fails (body=False: the `else`). Every inlined copy of an `if` has
+    sides of its own."""
+    start: int
+    end: int  # exclusive: the branch target
+    source: IfStatement
+    body: bool
+
+    def contains(self, addr: int) -> bool:
+        return self.start <= addr < self.end
+
+
+def if_sides(instrs: list, wanted) -> list:
+    """The sides of the Python `if`s for which wanted(IfStatement) is true, from their forward branches
+    (layout: see the module docstring). Others are left as straight-line code (both sides counted)."""
+    index = {ins.addr: i for i, ins in enumerate(instrs)}
+    sides = []
+    for i, ins in enumerate(instrs):
+        if ins.base != "BRA" or not ins.predicate or ins.target is None or ins.target <= ins.addr:
+            continue
+        stmt = if_statement(ins.file, ins.line)
+        if stmt is None or not wanted(stmt):
+            continue
+        if ins.target not in index:
+            raise ValueError(f"the `if` at {stmt.file}:{stmt.line} branches out of the kernel ({ins.target:#x})")
+        sides.append(Side(instrs[i + 1].addr, ins.target, stmt, True))
+        last = instrs[index[ins.target] - 1]  # the body's last instruction: a jump over the else side?
+        if (stmt.has_else and last.base == "BRA" and not last.predicate and last.target is not None
+                and last.target > ins.target and (last.file, last.line) == (ins.file, ins.line)):
+            sides.append(Side(ins.target, last.target, stmt, False))
+    for a in sides:
+        for b in sides:
+            if a.start < b.start < a.end < b.end:
+                raise ValueError(f"`if` sides at {a.start:#x} and {b.start:#x} overlap without nesting")
+    return sides
+
+
+def sides_of(addr: int, sides) -> tuple:
+    """The sides that hold an address, outermost first."""
+    return tuple(sorted((s for s in sides if s.contains(addr)), key=lambda s: (s.start, -s.end)))
 
 
 def source_loop(file: str | None, line: int | None, own_lines=frozenset(), taken=()) -> ForLoop:
@@ -226,21 +307,23 @@ def unroll_factor(body: list, source: "ForLoop") -> int:
     return max((u for u in steps if u <= MAX_UNROLL), default=1)
 
 
-def annotate(loops: list, instrs: list) -> list:
-    """Attach each loop's Python `for` (in place, nested loops first); returns the loops.
+def annotate(loops: list, instrs: list, sides=()) -> list:
+    """Attach each loop's Python `for` and the `if` sides that hold it (in place, nested loops first);
+    returns the loops.
 
     ptxas unrolls a small loop with a runtime trip count into an unrolled loop and a remainder loop,
-    siblings from the same `for`: where siblings share a `for`, each gets its unroll factor (the
-    remainder's is 1) so that the Python loop's iterations can be shared out among them."""
+    siblings from the same `for` (and sides): where siblings share them, each gets its unroll factor
+    (the remainder's is 1) so that the Python loop's iterations can be shared out among them."""
     def visit(loop):
         taken = [t for child in loop.children for t in visit(child)]
         own = own_instructions(loop, instrs)
         loop.source = source_loop(loop.file, loop.line, frozenset((i.file, i.line) for i in own), tuple(taken))
+        loop.sides = sides_of(loop.start, sides)
         return taken + [loop.source]
 
     def unrolls(siblings):
         for loop in siblings:
-            if sum(s.source == loop.source for s in siblings) > 1:
+            if sum(s.version_key == loop.version_key for s in siblings) > 1:
                 loop.unroll = unroll_factor(own_instructions(loop, instrs), loop.source)
             unrolls(loop.children)
     for loop in loops:
@@ -260,23 +343,26 @@ def unroll_copies(instrs: list, loops: list) -> set:
     skip: set = set()
 
     def visit(siblings, region):
-        for src in dict.fromkeys(lp.source for lp in siblings):
-            group = [lp for lp in siblings if lp.source == src]
+        for key in dict.fromkeys(lp.version_key for lp in siblings):
+            group = [lp for lp in siblings if lp.version_key == key]
             if max(lp.unroll for lp in group) == 1:
                 continue
+            src, sides = key
             hi = max(lp.end for lp in group)
             body = {(i.file, i.line, i.opcode) for i in instrs if any(lp.contains(i.addr) for lp in group)}
             skip.update(i.addr for i in region
-                        if i.addr < hi and (i.file, i.line, i.opcode) in body and (i.file, i.line) != (src.file, src.line))
+                        if i.addr < hi and (i.file, i.line, i.opcode) in body and (i.file, i.line) != (src.file, src.line)
+                        and all(s.contains(i.addr) for s in sides))
         for lp in siblings:
             visit(lp.children, own_instructions(lp, instrs))
     visit(loops, [i for i in instrs if not any(lp.contains(i.addr) for lp in loops)])
     return skip
 
 
-def regions(instrs: list, loops: list) -> list:
-    """Split the instructions into (loop path, [Instr]) regions: the path is the tuple of enclosing
-    loops, outermost first (empty for code outside every loop); each instruction is in exactly one."""
+def regions(instrs: list, loops: list, sides=()) -> list:
+    """Split the instructions into (path, [Instr]) regions: the path is the tuple of enclosing loops,
+    outermost first (empty for code outside every loop), then the `if` sides that hold the code,
+    outermost first; each instruction is in exactly one."""
     out: dict = {}
 
     def path_of(addr, candidates, path):
@@ -285,5 +371,5 @@ def regions(instrs: list, loops: list) -> list:
                 return path_of(addr, loop.children, path + (loop,))
         return path
     for ins in instrs:
-        out.setdefault(path_of(ins.addr, loops, ()), []).append(ins)
+        out.setdefault(path_of(ins.addr, loops, ()) + sides_of(ins.addr, sides), []).append(ins)
     return list(out.items())
