@@ -453,3 +453,27 @@ def test_double_descent_figure_needs_a_dataset_size_axis(tmp_path):
     np.testing.assert_array_equal(train_x, sp.sample_batch(pop, 5, 64)[0].numpy())
     assert train_x.shape == (10, 20) and test_x.shape == (P.TEST_SAMPLES, 20)
     assert not np.isin(test_x[test_x > 0], train_x[train_x > 0]).any()  # fresh samples, not the dataset
+
+
+def test_double_descent_figure_draws_the_median_of_seeds_and_panels_around_the_peak(tmp_path):
+    # the panels: the smallest and largest T, the peak and halfway to it on each side
+    assert P.double_descent_panels(np.arange(12), 6) == [0, 3, 6, 9, 11]
+    assert P.double_descent_panels(np.arange(12), 0) == [0, 6, 11]
+    assert P.double_descent_panels(np.arange(12), 11) == [0, 5, 11]
+    assert P.double_descent_panels(np.arange(3), 1, count=3) == [0, 1, 2]
+    # two seeds per T: each model a dot, the line through the medians, the peak marked at the median's T
+    T = np.array([3, 3, 10, 10, 30, 30])
+    test = np.array([0.02, 0.04, 0.5, 0.1, 0.01, 0.03])  # medians 0.03, 0.3, 0.02: peak at T = 10
+    train = np.array([1e-12, 1e-11, 1e-3, 2e-3, 0.01, 0.02])
+    rng = np.random.default_rng(0)
+    panels = [(t, rng.normal(size=(2, 8)), rng.normal(size=(2, t))) for t in (3, 10, 30)]
+    fig = P.plot_double_descent(T, test, train, np.full(6, 0.1), np.full(6, 0.2), panels)
+    save(fig, tmp_path, "double_descent")
+    loss_ax = fig.axes[0]
+    test_line = loss_ax.get_lines()[0]
+    np.testing.assert_allclose(test_line.get_xdata(), [3, 10, 30])
+    np.testing.assert_allclose(test_line.get_ydata(), [0.03, 0.3, 0.02])
+    assert [line.get_xdata()[0] for line in loss_ax.get_lines() if line.get_linestyle() == ":"] == [10]
+    # a memorised training loss (1e-12) does not stretch the axis down past the test loss's range
+    assert loss_ax.get_ylim()[0] == pytest.approx(0.02 / P.DOUBLE_DESCENT_LOSS_RANGE)
+    assert [ax.get_title() for ax in fig.axes[2::2]] == ["T = 3", "T = 10 (peak)", "T = 30"]
