@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from . import analysis as A
 
@@ -232,6 +232,13 @@ def plot_phase_diagram(density, relative_importance, phase, n_features: int = 2,
 
 
 # --- dimensions per feature and feature dimensionality --------------------------------------------
+def _log_x(ax) -> None:
+    """Log x axis whose labels read 2, 3, 4 (not 2x10^0) when it spans less than a decade."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(LogFormatter())
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
     """D* of each model and the mean per density, against 1/(1−S)."""
     x, y = 1.0 / _numpy(density).ravel(), _numpy(dstar).ravel()
@@ -241,7 +248,7 @@ def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
     mean = np.array([y[x == v].mean() for v in ux])
     ax.scatter(x, y, s=10, color="black", alpha=0.35, zorder=3)
     ax.plot(ux, mean, color="black", lw=1.5, zorder=3, **line_kwargs)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
 
 
@@ -295,7 +302,7 @@ def plot_feature_dimensionality(density, dimensionality, dstar=None, title: str 
                label=r"$D_i$ per feature")
     if dstar is not None:
         _draw_dstar(ax, density, dstar, label=r"$D^*$")
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
     ax.set_ylabel(r"feature dimensionality $D_i$")
     ax.set_ylim(-0.03, 1.1)

@@ -363,6 +363,18 @@ def test_dense_regime_note(uniform_run, tmp_path):
     assert not any(text.get_text() == P.DENSE_NOTE for text in sparse.axes[0].texts)
 
 
+def test_density_axis_under_a_decade_reads_plain_numbers():
+    # 1/(1-S) from 1 to 6 (a run stopped before its sparse end): ticks 1, 2, 3, 4, 6, not 2x10^0
+    density = 1.0 / np.array([1.0, 2.0, 3.0, 6.0])
+    for fig in (P.plot_dims_per_feature(density, [1.0, 0.5, 0.5, 0.3]),
+                P.plot_feature_dimensionality(density, np.full((4, 5), 0.5))):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = {t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if t.get_text() and 0.9 <= t.get_position()[0] <= 6.5}
+        assert {"1", "2", "3", "4", "6"} <= labels, labels
+
+
 def test_privileged_basis_figure_only_for_a_relu_hidden_layer(tmp_path):
     """A tied model with h = ReLU(W x) gets the per-neuron stacked bars; the plain tied model does not."""
     from superpos.plots import plot_privileged_neurons
