@@ -691,3 +691,19 @@ def data_dimensionality(W, x) -> np.ndarray:
     Near 1/T-fractions (e.g. 1/2, 2/5) when the model memorises examples in superposition, ~0 when it
     stores features instead."""
     return feature_dimensionality(hidden_vectors(W, x))
+
+
+def weighted_dimensionality(vectors) -> np.ndarray:
+    """(K,) the norm-weighted mean dimensionality sum_j ||v_j||^2 D_j / sum_j ||v_j||^2 of the columns
+    of (K, m, N) vectors: W's columns (features) or hidden_vectors (training examples); NaN when all are 0.
+
+    The unweighted sum of D is ~m for any columns that span the space (each T-gon of examples, and the
+    ~0-norm columns of unlearned features pad it), so it cannot tell memorising from generalising; weighted
+    by norm, the measure is the D of the columns that carry the model: m/T when the T training examples
+    form a T-gon (memorised), ~0 for features then (many share each example's direction), and e.g. 2/5
+    for features on a pentagon (generalising) while the examples' D falls toward 0."""
+    V = _batch(vectors)
+    norm_sq, dims, _ = _dims_and_superposition(V)
+    total = norm_sq.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (norm_sq * dims).sum(axis=1) / total, np.nan)

@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import LinearSegmentedColormap, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from . import analysis as A
 
@@ -232,6 +232,13 @@ def plot_phase_diagram(density, relative_importance, phase, n_features: int = 2,
 
 
 # --- dimensions per feature and feature dimensionality --------------------------------------------
+def _log_x(ax) -> None:
+    """Log x axis whose labels read 2, 3, 4 (not 2x10^0) when it spans less than a decade."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(LogFormatter())
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
     """D* of each model and the mean per density, against 1/(1−S)."""
     x, y = 1.0 / _numpy(density).ravel(), _numpy(dstar).ravel()
@@ -241,7 +248,7 @@ def _draw_dstar(ax, density, dstar, **line_kwargs) -> None:
     mean = np.array([y[x == v].mean() for v in ux])
     ax.scatter(x, y, s=10, color="black", alpha=0.35, zorder=3)
     ax.plot(ux, mean, color="black", lw=1.5, zorder=3, **line_kwargs)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
 
 
@@ -295,7 +302,7 @@ def plot_feature_dimensionality(density, dimensionality, dstar=None, title: str 
                label=r"$D_i$ per feature")
     if dstar is not None:
         _draw_dstar(ax, density, dstar, label=r"$D^*$")
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel("1/(1−S)  (inverse feature density, log)")
     ax.set_ylabel(r"feature dimensionality $D_i$")
     ax.set_ylim(-0.03, 1.1)
@@ -648,6 +655,7 @@ def plot_computation(density, W, title: str | None = None) -> Figure:
 # --- finite datasets: double descent --------------------------------------------------------------
 TEST_SAMPLES = 2048  # fresh samples per model for the test loss (n = 10,000: 80 MB, drawn one model at a time)
 DOUBLE_DESCENT_PANELS = 5  # dataset sizes whose features and training examples are drawn
+DOUBLE_DESCENT_LOSS_RANGE = 100.0  # the loss axis spans at most this factor below the lowest test loss
 
 
 def _draw_directions(ax, vectors, color) -> None:
@@ -664,44 +672,77 @@ def _draw_directions(ax, vectors, color) -> None:
     ax.set_yticks([])
 
 
-def plot_double_descent(dataset_size, test_loss, train_loss, feature_dims, data_dims, panels, title: str | None = None) -> Figure:
-    """The follow-up paper's figure: test loss (fresh samples) and training loss against the dataset size T,
-    the total dimensionality of the features vs of the training examples (analysis.feature_dimensionality,
-    analysis.data_dimensionality: each sums to at most m), and for a few T the features' directions
-    (W's columns, blue) above the training examples' hidden vectors (h_j = W x_j, red).
+def _median_per_size(T: np.ndarray, values) -> tuple:
+    """(sorted distinct T, median of `values` over the models (seeds) of each T)."""
+    v = _numpy(values).ravel()
+    sizes = np.unique(T)
+    return sizes, np.array([np.nanmedian(v[T == t]) for t in sizes])
 
-    dataset_size, test_loss, train_loss: (P,); feature_dims, data_dims: (P,) sums of D; panels: a list of
-    (T, W (m, n), H (m, T)) drawn left to right (m = 2 drawn as is; m > 2: the first two coordinates).
+
+def _draw_per_size(ax, T, values, color, marker, label, **line_kwargs):
+    """Every model as a small dot, the median over seeds per T as a line; returns the medians."""
+    sizes, med = _median_per_size(T, values)
+    ax.scatter(T, _numpy(values).ravel(), s=7, color=color, alpha=0.35, lw=0)
+    ax.plot(sizes, med, marker=marker, color=color, ms=4, label=label, **line_kwargs)
+    return sizes, med
+
+
+def double_descent_panels(sizes, peak: int, count: int = DOUBLE_DESCENT_PANELS) -> list:
+    """Indices into the sorted distinct sizes to draw: the smallest, the peak, the largest and sizes
+    halfway between them (both sides of the peak), without repeats."""
+    last = len(sizes) - 1
+    picks = [0, peak // 2, peak, (peak + last + 1) // 2, last] if count >= 5 else [0, peak, last]
+    return sorted(set(picks))[:count]
+
+
+def plot_double_descent(dataset_size, test_loss, train_loss, feature_dims, data_dims, panels, n_hidden: int = 2,
+                        title: str | None = None) -> Figure:
+    """The follow-up paper's figure: test loss (fresh samples) and training loss against the dataset size T,
+    the norm-weighted dimensionality of the features vs of the training examples
+    (analysis.weighted_dimensionality of W's columns and of the hidden vectors h_j = W x_j) beside m/T (a
+    memorised T-gon), and for a few T the features' directions (W's columns, blue) above the training
+    examples' hidden vectors (red).
+
+    dataset_size, test_loss, train_loss, feature_dims, data_dims: (P,), one entry per model (seeds repeat
+    a T: each model is a dot, the line is the median per T); panels: a list of (T, W (m, n), H (m, T))
+    drawn left to right (m = 2 drawn as is; m > 2: the first two coordinates).
     """
     T = _numpy(dataset_size).ravel()
-    order = np.argsort(T)
     fig = _figure(max(10.0, 2.1 * len(panels) + 0.5), 7.6)
     grid = fig.add_gridspec(3, max(len(panels), 2), height_ratios=[1.6, 1.0, 1.0])
     half = max(len(panels), 2) // 2
     left = fig.add_subplot(grid[0, :half])
-    left.plot(T[order], _numpy(test_loss).ravel()[order], "o-", color="#d62728", ms=4, label="test loss (fresh samples)")
-    left.plot(T[order], _numpy(train_loss).ravel()[order], "s--", color="0.35", ms=3, lw=1, label="training loss")
-    peak = int(np.nanargmax(_numpy(test_loss).ravel()))
-    left.axvline(T[peak], color="#d62728", lw=0.8, ls=":")
+    sizes, test = _draw_per_size(left, T, test_loss, "#d62728", "o", "test loss (fresh samples)")
+    _draw_per_size(left, T, train_loss, "0.35", "s", "training loss", ls="--", lw=1)
+    peak_T = sizes[int(np.nanargmax(test))]
+    left.axvline(peak_T, color="#d62728", lw=0.8, ls=":")
     left.set_xscale("log")
     left.set_yscale("log")
+    floor = np.nanmin(test) / DOUBLE_DESCENT_LOSS_RANGE  # a memorised set's ~1e-10 would flatten the peak
+    if np.nanmin(_numpy(train_loss)) < floor:
+        left.set_ylim(bottom=floor)
+        left.text(0.98, 0.02, f"training loss below {floor:.0e} off scale (memorised)", transform=left.transAxes,
+                  fontsize=7, ha="right")
     left.set_xlabel("dataset size T (log)")
     left.set_ylabel("loss")
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, title=f"peak at T = {int(peak_T)}" + (" (median of seeds)" if len(sizes) < len(T) else ""),
+                title_fontsize=7)
     right = fig.add_subplot(grid[0, half:])
-    right.plot(T[order], _numpy(feature_dims).ravel()[order], "o-", color="#4477aa", ms=4, label=r"features: $\sum_i D_i$")
-    right.plot(T[order], _numpy(data_dims).ravel()[order], "s-", color="#d62728", ms=4,
-               label=r"training examples: $\sum_j D_j$")
-    right.axvline(T[peak], color="#d62728", lw=0.8, ls=":")
+    _draw_per_size(right, T, feature_dims, "#4477aa", "o", "features (W's columns)")
+    _draw_per_size(right, T, data_dims, "#d62728", "s", "training examples ($h_j = W x_j$)")
+    right.plot(sizes, n_hidden / sizes, ":", color="0.3", lw=1, label=f"m/T (T examples memorised as a T-gon, m = {n_hidden})")
+    right.axvline(peak_T, color="#d62728", lw=0.8, ls=":")
     right.set_xscale("log")
+    right.set_yscale("log")
     right.set_xlabel("dataset size T (log)")
-    right.set_ylabel("total dimensionality")
+    right.set_ylabel(r"$\sum_j \|v_j\|^2 D_j \,/\, \sum_j \|v_j\|^2$ (log)")
+    right.set_title("norm-weighted dimensionality", fontsize=9)
     right.legend(fontsize=7)
     for k, (t, W, H) in enumerate(panels):
         top, bottom = fig.add_subplot(grid[1, k]), fig.add_subplot(grid[2, k])
         _draw_directions(top, _numpy(W), "#4477aa")
         _draw_directions(bottom, _numpy(H), "#d62728")
-        top.set_title(f"T = {int(t)}", fontsize=8)
+        top.set_title(f"T = {int(t)}" + (" (peak)" if t == peak_T else ""), fontsize=8)
         if k == 0:
             top.set_ylabel("features $W_i$", fontsize=8)
             bottom.set_ylabel("training examples $h_j$", fontsize=8)
@@ -991,22 +1032,27 @@ def _fig_double_descent(run, rows, where):
         raise SkipFigure("dataset_size does not vary (set a [sweep] dataset_size axis)")
     if (_column(rows, "hidden_activation", "none") != "none").any() or (~_column(rows, "tied", True).astype(bool)).any():
         raise SkipFigure("drawn for the plain tied model")
-    rows = _best(rows[np.isfinite(_column(rows, "dataset_size"))], "dataset_size").sort_values("dataset_size")
+    rows = rows[np.isfinite(_column(rows, "dataset_size"))].sort_values(["dataset_size", "model_id"])
     T = rows["dataset_size"].to_numpy().astype(np.int64)
-    test, fdim, ddim, params = [], [], [], []
     act = str(_column(rows, "activation", "relu")[0])
-    for model_id in rows["model_id"].tolist():
+    test, fdim, ddim, params = [], [], [], {}
+    for model_id in rows["model_id"].tolist():  # every seed: the loss and dimensionality dots
         W, b = _weights(run, rows[rows["model_id"] == model_id], biases=True)
         train_x, test_x = _training_and_test_data(run, int(model_id))
+        H = A.hidden_vectors(W, train_x)
         test.append(A.reconstruction_loss(W, b, test_x, run.importance([model_id]), act)[0])
-        fdim.append(A.total_dimensionality(W)[0])
-        ddim.append(A.data_dimensionality(W, train_x)[0].sum())
-        params.append((W[0], A.hidden_vectors(W, train_x)[0]))
-    pick = np.unique(np.linspace(0, len(T) - 1, min(DOUBLE_DESCENT_PANELS, len(T))).round().astype(int))
-    panels = [(T[k], *params[k]) for k in pick]
+        fdim.append(A.weighted_dimensionality(W)[0])
+        ddim.append(A.weighted_dimensionality(H)[0])
+        params[int(model_id)] = (W[0], H[0])
+    sizes, median_test = _median_per_size(T, test)
+    best = _best(rows, "dataset_size").sort_values("dataset_size")  # the panels: best of seeds per T
+    panels = [(sizes[k], *params[int(best["model_id"].iloc[k])])
+              for k in double_descent_panels(sizes, int(np.nanargmax(median_test)))]
+    seeds = "median of seeds per T, panels best of seeds" if len(sizes) < len(T) else "one seed per T"
     return plot_double_descent(T, test, rows["final_loss"].to_numpy(), fdim, ddim, panels,
+                               n_hidden=int(rows["n_hidden"].iloc[0]),
                                title=f"{run.name}: {where}, 1−S = {float(rows['feature_probability'].iloc[0]):.3g} "
-                                     f"(best of seeds per T; test loss on {TEST_SAMPLES} fresh samples)")
+                                     f"({seeds}; test loss on {TEST_SAMPLES} fresh samples)")
 
 
 FIGURES = (("loss_curves", _fig_loss_curves), ("intro", _fig_intro), ("feature_vectors", _fig_feature_vectors),

@@ -218,3 +218,41 @@ def test_data_dimensionality_of_memorised_examples():
     # (1/16)/(1/4 + 1/16), which add up to the one dimension they use
     x = np.array([[1.0, 0, 0, 0, 0], [0.5, 0, 0, 0, 0]])
     np.testing.assert_allclose(A.data_dimensionality(W, x)[0], [0.8, 0.2], atol=1e-12)
+
+
+def naive_weighted_dimensionality(V):
+    """Column by column, written out: sum_j ||v_j||^2 D_j / sum_j ||v_j||^2 with D_j = ||v_j||^4 / sum_k (v_j . v_k)^2."""
+    num = den = 0.0
+    for j in range(V.shape[1]):
+        nj = V[:, j] @ V[:, j]
+        den += nj
+        if np.sqrt(nj) > A.ZERO_NORM:
+            num += nj * nj**2 / sum((V[:, j] @ V[:, k]) ** 2 for k in range(V.shape[1]))
+    return num / den
+
+
+def test_weighted_dimensionality_separates_memorised_examples_from_features():
+    # a T-gon at any scale: every column D = 2/T, and so the weighted mean
+    for T in (3, 5, 8):
+        np.testing.assert_allclose(A.weighted_dimensionality(3.0 * polygon(T)), [2 / T], atol=1e-12)
+    # 2 e1, e2 and 0.5 e1: D = 16/17, 1, 1/17 (unweighted sum 2, the one plane they span); weighted by
+    # ||v||^2 = 4, 1, 1/4: (64/17 + 1 + 1/68) / 5.25 = 81.25/89.25
+    V = np.array([[2.0, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(A.feature_dimensionality(V)[0], [16 / 17, 1.0, 1 / 17], atol=1e-12)
+    np.testing.assert_allclose(A.weighted_dimensionality(V), [81.25 / 89.25], atol=1e-12)
+    # memorisation: 4 examples of 10 features each (disjoint), each example's features sharing its
+    # direction of a square. The examples' hidden vectors are the square (weighted D = 2/4), the
+    # features 10 to a direction (weighted D = 1/10 of that): the unweighted sums are both 2
+    n, T = 40, 4
+    W = np.repeat(polygon(T), 10, axis=1) * 0.3
+    x = np.kron(np.eye(T), np.ones(10))  # example j: features 10j .. 10j+9 at value 1
+    np.testing.assert_allclose(A.data_dimensionality(W, x).sum(), 2.0, atol=1e-12)
+    np.testing.assert_allclose(A.total_dimensionality(W), [2.0], atol=1e-12)
+    np.testing.assert_allclose(A.weighted_dimensionality(A.hidden_vectors(W, x)), [2 / T], atol=1e-12)
+    np.testing.assert_allclose(A.weighted_dimensionality(W), [2 / T / 10], atol=1e-12)
+    # random columns of mixed norms (one below ZERO_NORM) against the loop; a batch keeps its K axis
+    rng = np.random.default_rng(3)
+    Vs = rng.normal(size=(4, 3, 9)) * rng.uniform(0.01, 2.0, size=(4, 1, 9))
+    Vs[0, :, 2] = 1e-5
+    np.testing.assert_allclose(A.weighted_dimensionality(Vs), [naive_weighted_dimensionality(v) for v in Vs], rtol=1e-12)
+    assert np.isnan(A.weighted_dimensionality(np.zeros((2, 5))))[0]

@@ -363,6 +363,18 @@ def test_dense_regime_note(uniform_run, tmp_path):
     assert not any(text.get_text() == P.DENSE_NOTE for text in sparse.axes[0].texts)
 
 
+def test_density_axis_under_a_decade_reads_plain_numbers():
+    # 1/(1-S) from 1 to 6 (a run stopped before its sparse end): ticks 1, 2, 3, 4, 6, not 2x10^0
+    density = 1.0 / np.array([1.0, 2.0, 3.0, 6.0])
+    for fig in (P.plot_dims_per_feature(density, [1.0, 0.5, 0.5, 0.3]),
+                P.plot_feature_dimensionality(density, np.full((4, 5), 0.5))):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = {t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if t.get_text() and 0.9 <= t.get_position()[0] <= 6.5}
+        assert {"1", "2", "3", "4", "6"} <= labels, labels
+
+
 def test_privileged_basis_figure_only_for_a_relu_hidden_layer(tmp_path):
     """A tied model with h = ReLU(W x) gets the per-neuron stacked bars; the plain tied model does not."""
     from superpos.plots import plot_privileged_neurons
@@ -453,3 +465,27 @@ def test_double_descent_figure_needs_a_dataset_size_axis(tmp_path):
     np.testing.assert_array_equal(train_x, sp.sample_batch(pop, 5, 64)[0].numpy())
     assert train_x.shape == (10, 20) and test_x.shape == (P.TEST_SAMPLES, 20)
     assert not np.isin(test_x[test_x > 0], train_x[train_x > 0]).any()  # fresh samples, not the dataset
+
+
+def test_double_descent_figure_draws_the_median_of_seeds_and_panels_around_the_peak(tmp_path):
+    # the panels: the smallest and largest T, the peak and halfway to it on each side
+    assert P.double_descent_panels(np.arange(12), 6) == [0, 3, 6, 9, 11]
+    assert P.double_descent_panels(np.arange(12), 0) == [0, 6, 11]
+    assert P.double_descent_panels(np.arange(12), 11) == [0, 5, 11]
+    assert P.double_descent_panels(np.arange(3), 1, count=3) == [0, 1, 2]
+    # two seeds per T: each model a dot, the line through the medians, the peak marked at the median's T
+    T = np.array([3, 3, 10, 10, 30, 30])
+    test = np.array([0.02, 0.04, 0.5, 0.1, 0.01, 0.03])  # medians 0.03, 0.3, 0.02: peak at T = 10
+    train = np.array([1e-12, 1e-11, 1e-3, 2e-3, 0.01, 0.02])
+    rng = np.random.default_rng(0)
+    panels = [(t, rng.normal(size=(2, 8)), rng.normal(size=(2, t))) for t in (3, 10, 30)]
+    fig = P.plot_double_descent(T, test, train, np.full(6, 0.1), np.full(6, 0.2), panels)
+    save(fig, tmp_path, "double_descent")
+    loss_ax = fig.axes[0]
+    test_line = loss_ax.get_lines()[0]
+    np.testing.assert_allclose(test_line.get_xdata(), [3, 10, 30])
+    np.testing.assert_allclose(test_line.get_ydata(), [0.03, 0.3, 0.02])
+    assert [line.get_xdata()[0] for line in loss_ax.get_lines() if line.get_linestyle() == ":"] == [10]
+    # a memorised training loss (1e-12) does not stretch the axis down past the test loss's range
+    assert loss_ax.get_ylim()[0] == pytest.approx(0.02 / P.DOUBLE_DESCENT_LOSS_RANGE)
+    assert [ax.get_title() for ax in fig.axes[2::2]] == ["T = 3", "T = 10 (peak)", "T = 30"]

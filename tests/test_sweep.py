@@ -222,8 +222,10 @@ def test_every_experiment_spec_loads_in_both_forms():
     for p in paths:
         full, quick = load_spec(p), load_spec(p, quick=True)
         assert quick.n_models <= full.n_models and full.name == quick.name
-        # quick work (model-steps x batch x (n + m)) must stay a few minutes of this CPU's time
-        work = sum(g.n_models * g.cfg.steps * g.cfg.batch_size * (g.spec.n + g.spec.m) for g in quick.groups)
+        # quick work (model-steps x samples a step trains on x (n + m)) must stay a few minutes of this
+        # CPU's time; a finite dataset of T < batch_size samples trains on T (data.batch_size)
+        work = sum(g.n_models * g.cfg.steps * g.data.batch_size(g.cfg.batch_size) * (g.spec.n + g.spec.m)
+                   for g in quick.groups)
         assert work <= 1e10, p.name
 
 
