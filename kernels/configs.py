@@ -64,7 +64,8 @@ FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave th
 # Gram form (the hidden ReLU's mask of a; untied: b_hidden, the strided decoder tile) takes half the table's
 # BG: at the table's BG the gradient kernel spilled 8-32 B (dataset), 16-48 B (untied |x|) on sm_90/sm_80
 # and 96 B (hidden ReLU, MP=32 ieee, sm_90, Triton 3.9) (compile check). Known gap: untied at
-# MP=16 (e.g. n=100, m=10) tf32 with the output ReLU spills 8 B on sm_90 (ptxas picks 128 registers).
+# MP=16 (e.g. n=100, m=10) tf32 with the output ReLU spills 8 B on sm_90 under Triton 3.6 (ptxas picks 128
+# registers; 0 under 3.9).
 # The register cap is for the plain (Gram) family only: the hidden ReLU spilled 40 B under it on sm_80.
 TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
          (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
