@@ -12,9 +12,9 @@ SMs (uniform: 64 models on 132 SMs; configs.use_split decides).
 
 Per slice, over n-chunks of NC features (x is drawn once, in pass 1, through _tile_x, the one call site of
 the data, and kept in a global scratch tile [4 BG, n] that passes 2 and 3 read back: 100 KB at n=400, in
-L2. Holding it in registers would take 64-128 a thread; drawing it again in each pass, as before, cost
-uniform 485 -> 465 ms (ieee), 312 -> 262 (tf32x3), 171 -> 152 (tf32), geometry 786 -> 754, 527 -> 442,
-267 -> 245 by the cost model, H100 SXM):
+L2. Holding it in registers would take 64-128 a thread. Keeping it instead of drawing it in each pass took
+uniform from 485 to 465 ms per 1,000 steps (ieee), 312 -> 262 (tf32x3), 171 -> 152 (tf32), geometry
+786 -> 754, 527 -> 442, 267 -> 245, predicted by the cost model, H100 SXM):
     pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
     pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
     pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
@@ -48,8 +48,9 @@ def _chunk_masks(c, offs_c, n, mask_m):
 def _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
             BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr):
     """The tile's samples [4 BG, NC] (features `cols`) and their validity: the kernel's ONE source of data
-    (every pass calls this; a data option is wired here and nowhere else). Plain data (no sets, unit values,
-    the stream) keeps batch_block's own code; the options take philox_data.batch_block_general."""
+    (pass 1 calls it and keeps x for passes 2 and 3; a data option is wired here and nowhere else). Plain
+    data (no sets, unit values, the stream) keeps batch_block's own code; the options take
+    philox_data.batch_block_general."""
     if SETS or SYMMETRIC or DATASET:
         tab = load_tables(thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, cols, mask_c, SETS)
         x, valid = batch_block_general(seed, t, g0, B, n, cols, mask_c, tab, batch_start(t, B, T, DATASET), T, BG,
