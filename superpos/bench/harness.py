@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from .peers import PEERS, JaxPeer, jax_available, make_peer, torch_matmul_precision
+from .report import add_peer_ratios  # noqa: F401  (re-exported: ratios are computed where rows are read)
 from .workloads import WORKLOADS, Workload, flops_per_sample
 
 BACKENDS = ("torch", "torch-compile", "jax", "triton", "triton-fused", "triton-split", "reference")
@@ -128,21 +129,6 @@ def metrics(times_s, K: int, batch_size: int, steps: int, n: int, m: int, peak_f
         "fp32_peak_fraction": flop_per_s / peak_flops if peak_flops else None,
         "fp32_measured_peak_fraction": flop_per_s / measured_peak_flops if measured_peak_flops else None,
     }
-
-
-def add_peer_ratios(rows: list) -> list:
-    """ratio_to_fastest_peer and fastest_peer for each row, within (workload, K, precision, run)."""
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["run_id"], row["workload"], row["K"], row["precision"]), []).append(row)
-    for group in groups.values():
-        peers = [r for r in group if r["backend"] in PEERS and r["status"] == "ok"]
-        best = max(peers, key=lambda r: r["model_steps_per_s"], default=None)
-        for r in group:
-            ok = best is not None and r["status"] == "ok"
-            r["fastest_peer"] = best["backend"] if best else None
-            r["ratio_to_fastest_peer"] = r["model_steps_per_s"] / best["model_steps_per_s"] if ok else None
-    return rows
 
 
 # --- environment --------------------------------------------------------------------------------
@@ -304,8 +290,12 @@ def default_backends(device, quick: bool) -> list:
 
 
 def run(workloads, backends=None, *, device=None, quick=False, steps=None, repeats=None, warmup=1,
-        precisions=None, models=None, measure_peak=True, time_budget_s=120.0, threads=None, log=None) -> list:
+        precisions=None, models=None, measure_peak=True, time_budget_s=120.0, threads=None, log=None,
+        on_row=None) -> list:
     """Measure every (workload, K, precision, backend); returns the rows (see report.FIELDS).
+
+    on_row(row) is called with each row as soon as it is measured (the CLI appends it to the results
+    file then, so that a run killed by a time limit keeps every finished measurement).
 
     threads: torch's CPU intra-op threads for this run (restored after). The --quick smoke test uses 1:
     on a small, shared CI machine, OpenMP barriers of parallel ops stall for milliseconds whenever
@@ -317,13 +307,13 @@ def run(workloads, backends=None, *, device=None, quick=False, steps=None, repea
         torch.set_num_threads(threads)
     try:
         return _run(workloads, backends, device, quick, steps, repeats, warmup, precisions, models,
-                    measure_peak, time_budget_s, log)
+                    measure_peak, time_budget_s, log, on_row)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _run(workloads, backends, device, quick, steps, repeats, warmup, precisions, models, measure_peak,
-         time_budget_s, log) -> list:
+         time_budget_s, log, on_row) -> list:
     if device is None:
         device = "cpu" if quick or not torch.cuda.is_available() else "cuda"
     device = torch.device(device)
@@ -380,6 +370,8 @@ def _run(workloads, backends, device, quick, steps, repeats, warmup, precisions,
                                                                         "TRITON_INTERPRET") if k in os.environ}}
                     rows.append(row)
                     log(_summary(row))
+                    if on_row is not None:
+                        on_row(row)
             del pop
     return add_peer_ratios(rows)
 

@@ -31,8 +31,8 @@ import torch
 
 from ..config import TrainConfig
 from ..spec import Population, sample_batch
+from .report import PEERS  # noqa: F401  (one list of peer backends)
 
-PEERS = ("torch", "torch-compile", "jax")
 PRECISIONS = ("ieee", "tf32")
 
 

@@ -18,6 +18,7 @@ FIELDS = ("workload", "backend", "device", "model_steps_per_s", "samples_per_s",
           "fp32_peak_fraction", "peak_memory_bytes", "versions", "commit", "timestamp", "config")
 TABLE_BEGIN = "<!-- bench-table:begin -->"
 TABLE_END = "<!-- bench-table:end -->"
+PEERS = ("torch", "torch-compile", "jax")  # the peer backends (built in peers.py)
 BACKEND_ORDER = ("triton", "triton-fused", "triton-split", "torch-compile", "jax", "torch", "reference")
 
 
@@ -44,12 +45,32 @@ def append_rows(path, rows) -> Path:
     return path
 
 
+def add_peer_ratios(rows: list) -> list:
+    """ratio_to_fastest_peer and fastest_peer for each row, within (workload, K, precision, run).
+
+    Computed where rows are read as well as where they are measured: the CLI writes each row as soon as
+    it is measured, before the rest of its group exists.
+    """
+    groups = {}
+    for row in rows:
+        groups.setdefault((row.get("run_id"), row["workload"], row["K"], row.get("precision", "ieee")),
+                          []).append(row)
+    for group in groups.values():
+        peers = [r for r in group if r["backend"] in PEERS and r["status"] == "ok"]
+        best = max(peers, key=lambda r: r["model_steps_per_s"], default=None)
+        for r in group:
+            ok = best is not None and r["status"] == "ok"
+            r["fastest_peer"] = best["backend"] if best else None
+            r["ratio_to_fastest_peer"] = r["model_steps_per_s"] / best["model_steps_per_s"] if ok else None
+    return rows
+
+
 def load_rows(*paths) -> list:
     rows = []
     for path in paths:
         with Path(path).open() as f:
             rows.extend(json.loads(line) for line in f if line.strip())
-    return rows
+    return add_peer_ratios(rows)
 
 
 def latest(rows) -> list:
