@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu-session}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 run() {  # run SECONDS NAME CMD...: stdout+stderr to $OUT/NAME.txt, exit status logged
@@ -22,7 +22,17 @@ run() {  # run SECONDS NAME CMD...: stdout+stderr to $OUT/NAME.txt, exit status 
     log "end $name: exit $? after $SECONDS s of the session"
 }
 results="$OUT/results.jsonl"
-bench() { python -m superpos bench --out "$results" --time-budget 10 --no-measure-peak --table "$@"; }
+# an array, not a function: `timeout` runs programs, and a shell function is none (exit 127)
+bench=(python -m superpos bench --out "$results" --time-budget 10 --no-measure-peak --table)
+# superpos.kernels lives in ./kernels (setup.cfg's package_dir), so PYTHONPATH alone does not find it:
+# install the checkout editable (no registry there), else lay out a copy of the package as installed
+if ! python -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/session.log" 2>&1 \
+        || ! python -c "import superpos.kernels" 2>> "$OUT/session.log"; then
+    rm -rf /tmp/superpos-site && mkdir -p /tmp/superpos-site && cp -r superpos /tmp/superpos-site/ \
+        && cp -r kernels /tmp/superpos-site/superpos/kernels
+    export PYTHONPATH="/tmp/superpos-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+python -c "import superpos.kernels, superpos; print('superpos from', superpos.__file__)" 2>&1 | tee -a "$OUT/session.log"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(info tests small tiled sweep scaling)
 for step in "${steps[@]}"; do
@@ -38,16 +48,16 @@ for step in "${steps[@]}"; do
         run 120 tests python -m pytest -q -rfE --maxfail=20 -p no:cacheprovider $par \
             tests/test_kernels.py tests/test_kernel_variants.py ;;
     small)  # the tiny-model kernels against torch, torch.compile and JAX
-        run 90 bench_small bench -w intro,phase,phase3 ;;
+        run 90 bench_small "${bench[@]}" -w intro,phase,phase3 ;;
     tiled)  # the tiled kernels, both precisions, both launch modes beside the automatic choice
-        run 100 bench_tiled bench -w uniform,geometry -b torch,torch-compile,jax,triton,triton-fused ;;
+        run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b torch,torch-compile,jax,triton,triton-fused ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
         # one file (at most 8 come back): draw the figures from it on the CPU with `superpos plot`
         tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
     scaling)  # K = 1 .. 1,000,000
-        run 45 bench_scaling bench -w scaling -b triton,torch ;;
+        run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
     *) echo "unknown step $step (info tests small tiled sweep scaling)" >&2; exit 2 ;;
     esac
 done

@@ -355,6 +355,9 @@ def _run(workloads, backends, device, quick, steps, repeats, warmup, precisions,
                 for backend in backends:
                     row = measure(workload, backend, K, precision, device=device, steps=steps, quick=quick,
                                   repeats=repeats, warmup=warmup, time_budget_s=time_budget_s, pop=pop)
+                    # a failed measurement keeps every metric field, as None (report.FIELDS are required)
+                    row.update(dict.fromkeys(("ms_per_1000_steps", "model_steps_per_s", "samples_per_s",
+                                              "flop_per_s", "fp32_peak_fraction")))
                     if row["status"] == "ok":
                         row.update(metrics(row["times_s"], K, row["batch_size"], row["steps"], workload.n,
                                            workload.m, peak_flops, measured))
