@@ -44,13 +44,18 @@ for step in "${steps[@]}"; do
     tests)  # every kernel test on the GPU: kernels vs reference at paper sizes, modes and alone-vs-crowd
             # bit-identical, fault isolation, every launched specialization (steps 0, 1, 2), and every model
             # family / data option of both kernels against the reference; JIT compiles spread over 8 workers
-        par=$(python -c "import xdist" 2>/dev/null && echo "-n 8")
-        run 120 tests python -m pytest -q -rfE --maxfail=20 -p no:cacheprovider $par \
+        par=$(python -c "import xdist" 2>/dev/null && echo "-n 14")
+        # -v: each test's verdict is printed as it ends, so a step cut short still names its failures
+        run "${TESTS_S:-120}" tests python -m pytest -v --tb=short -rfE --maxfail=20 -p no:cacheprovider $par \
             tests/test_kernels.py tests/test_kernel_variants.py ;;
     small)  # the tiny-model kernels against torch, torch.compile and JAX
         run 90 bench_small "${bench[@]}" -w intro,phase,phase3 ;;
     tiled)  # the tiled kernels, both precisions, both launch modes beside the automatic choice
         run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b torch,torch-compile,jax,triton,triton-fused ;;
+    phase)  # a rerun's shorter small step: the phase grids against the peers that compile fast
+        run 60 bench_phase "${bench[@]}" -w phase,phase3 -b triton,jax,torch --time-budget 5 ;;
+    geometry)  # a rerun's shorter tiled step
+        run 45 bench_geometry "${bench[@]}" -w geometry -b triton,jax,torch --time-budget 5 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
@@ -58,7 +63,7 @@ for step in "${steps[@]}"; do
         tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info tests small tiled sweep scaling)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info tests small tiled sweep scaling phase geometry)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"
