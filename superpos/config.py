@@ -75,8 +75,9 @@ class TrainConfig:
             scale = scale * np.minimum(1.0, (t + 1) / self.warmup_steps)
         return self.lr * scale
 
-    def adamw_constants(self) -> torch.Tensor:
+    def adamw_constants(self, dtype=torch.float32) -> torch.Tensor:
         """(steps, 3) float32 table: [1 - lr_t wd, lr_t / (1 - b1^(t+1)), sqrt(1 - b2^(t+1))].
+        (dtype=float64 keeps them unrounded: the reference's float64 oracle.)
 
         With it, step t of AdamW (torch.optim.AdamW's formula) is
             p = p * decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2
@@ -86,7 +87,7 @@ class TrainConfig:
         k = np.arange(1, self.steps + 1, dtype=np.float64)
         b1, b2 = self.betas
         table = np.stack([1.0 - lr * self.weight_decay, lr / (1.0 - b1**k), np.sqrt(1.0 - b2**k)], axis=1)
-        return torch.tensor(table, dtype=torch.float32)
+        return torch.tensor(table, dtype=dtype)
 
     def snapshot_at(self) -> np.ndarray:
         """(S,) int64 steps whose parameters are snapshotted (empty: none)."""

@@ -62,25 +62,30 @@ def adamw_step(params, grads, exp_avgs, exp_avg_sqs, consts, betas, eps):
 
 
 def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, resume=None,
-                checkpoint=None) -> TrainResult:
+                checkpoint=None, dtype=torch.float32) -> TrainResult:
     """Train every model of `pop` with the reference path; `progress(steps_done)` is called as it goes.
+
+    dtype: float32 (the contract every backend meets), or float64 for an oracle of the float32 paths:
+    the same data (drawn in float32, as every backend sees it), parameters, moments and arithmetic in
+    float64; the returned weights stay float64.
 
     resume: a TrainCheckpoint to continue from; checkpoint(step, snapshot): called at each progress point,
     `snapshot()` returns the TrainCheckpoint of that moment (see superpos.checkpoint).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    params, exp_avgs, exp_avg_sqs, history, start = _initial_state(pop, cfg, resume, device)
-    imp = pop.importance.to(device)
-    consts = cfg.adamw_constants().tolist()
+    params, exp_avgs, exp_avg_sqs, history, start = _initial_state(pop, cfg, resume, device, dtype)
+    imp = pop.importance.to(device, dtype)
+    consts = cfg.adamw_constants(dtype).tolist()
     logged = cfg.logged_steps()
     log_index = {int(s): j for j, s in enumerate(logged)}
     snaps = SnapshotRecorder(cfg, len(pop), params, resume.snapshots if resume is not None else None)
     report_every = max(1, cfg.steps // 100)
     # full-batch training on a finite dataset sees the same batch every step: draw it once
-    fixed = sample_batch(pop, 0, cfg.batch_size, device=device) if pop.data.fixed_batch(cfg.batch_size) else None
+    fixed = (sample_batch(pop, 0, cfg.batch_size, device=device).to(dtype) if pop.data.fixed_batch(cfg.batch_size)
+             else None)
     for t in range(start, cfg.steps):
         snaps.record(t, params)
-        x = fixed if fixed is not None else sample_batch(pop, t, cfg.batch_size, device=device)
+        x = fixed if fixed is not None else sample_batch(pop, t, cfg.batch_size, device=device).to(dtype)
         loss, *grads = population_forward_backward(pop.spec, params, x, imp)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()
@@ -99,16 +104,16 @@ def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, r
                        extra=params, snapshots=snaps.result())
 
 
-def _initial_state(pop: Population, cfg: TrainConfig, resume, device):
+def _initial_state(pop: Population, cfg: TrainConfig, resume, device, dtype=torch.float32):
     """(params, first moments, second moments, loss history, first step): from the init or a TrainCheckpoint."""
     if resume is None:
-        params = {k: v.to(device).clone() for k, v in pop.params().items()}
+        params = {k: v.to(device, dtype).clone() for k, v in pop.params().items()}
         history = torch.full((len(pop), len(cfg.logged_steps())), float("nan"), dtype=torch.float32)
         zeros = lambda: [torch.zeros_like(p) for p in params.values()]  # noqa: E731
         return params, zeros(), zeros(), history, 0
     resume.check(pop, cfg)
-    params = {k: resume.params[k].to(device).clone() for k in pop.params()}
-    moments = lambda d: [d[k].to(device).clone() for k in params]  # noqa: E731
+    params = {k: resume.params[k].to(device, dtype).clone() for k in pop.params()}
+    moments = lambda d: [d[k].to(device, dtype).clone() for k in params]  # noqa: E731
     return params, moments(resume.exp_avg), moments(resume.exp_avg_sq), resume.loss_history.clone().cpu(), resume.step
 
 

@@ -41,10 +41,13 @@ from .peers import PEERS, JaxPeer, jax_available, make_peer, torch_matmul_precis
 from .report import add_peer_ratios  # noqa: F401  (re-exported: ratios are computed where rows are read)
 from .workloads import WORKLOADS, Workload, flops_per_sample
 
-BACKENDS = ("torch", "torch-compile", "jax", "triton", "triton-fused", "triton-split", "reference")
+BACKENDS = ("torch", "torch-compile", "jax", "triton", "triton-fused", "triton-split", "triton-tf32x3", "reference")
 # The fused kernels with the tiled kernels' launch mode chosen by kernels.configs.use_split ("triton")
 # or forced, to check that choice on a GPU (same results either way; small-kernel shapes ignore it).
-TRITON_SPLIT = {"triton": None, "triton-fused": False, "triton-split": True}
+TRITON_SPLIT = {"triton": None, "triton-fused": False, "triton-split": True, "triton-tf32x3": None}
+# the fp32-accurate tensor-core path (three TF32 products): measured in the `ieee` rows only, beside the
+# peers with TF32 off, since it is float32-accurate; the tiled workloads' only use for it
+TRITON_INPUT_PRECISION = {"triton-tf32x3": "tf32x3"}
 
 # Datasheet FP32 (non-tensor-core) peak, FLOP/s, by device name; the first matching pattern wins.
 PEAK_TABLE = (
@@ -192,9 +195,11 @@ class Runner:
         elif backend in TRITON_SPLIT:
             import superpos as sp
             split = TRITON_SPLIT[backend]
-            self.call = lambda: sp.train(pop, cfg, backend="triton", device=device, input_precision=precision,
-                                         split=split)
-            self._options = {"input_precision": precision, "split": split, "api": "sp.train(backend='triton')"}
+            input_precision = TRITON_INPUT_PRECISION.get(backend, precision)
+            self.call = lambda: sp.train(pop, cfg, backend="triton", device=device,
+                                         input_precision=input_precision, split=split)
+            self._options = {"input_precision": input_precision, "split": split,
+                             "api": "sp.train(backend='triton')"}
         elif backend == "reference":
             import superpos as sp
             self.call = lambda: sp.train(pop, cfg, backend="torch", device=device)
@@ -353,6 +358,8 @@ def _run(workloads, backends, device, quick, steps, repeats, warmup, precisions,
             pop = workload.population(K)
             for precision in precs:
                 for backend in backends:
+                    if backend in TRITON_INPUT_PRECISION and precision != "ieee":
+                        continue  # a float32-accurate variant: nothing to set beside the tf32 peers
                     row = measure(workload, backend, K, precision, device=device, steps=steps, quick=quick,
                                   repeats=repeats, warmup=warmup, time_budget_s=time_budget_s, pop=pop)
                     # a failed measurement keeps every metric field, as None (report.FIELDS are required)

@@ -201,8 +201,9 @@ def measured_ms(rows) -> dict:
     found = {}
     gpus = {r["device"].split(" (")[0].replace("NVIDIA ", "").split()[0] for r in rows}  # e.g. "H100"
     for r in latest(load_rows(*files)) if files else []:
-        if r.get("backend") == "triton" and r.get("status", "ok") == "ok" and any(g in r["device"] for g in gpus):
-            found[(r["workload"], r.get("precision", "ieee"), r["K"])] = r["ms_per_1000_steps"]
+        prec = {"triton": r.get("precision", "ieee"), "triton-tf32x3": "tf32x3"}.get(r.get("backend"))
+        if prec and r.get("status", "ok") == "ok" and any(g in r["device"] for g in gpus):
+            found[(r["workload"], prec, r["K"])] = r["ms_per_1000_steps"]
     return found
 
 
@@ -232,11 +233,13 @@ def markdown_table(rows, measured: dict | None = None) -> str:
     """Predicted beside measured (the newest triton row of the same workload, precision and K)."""
     measured = measured or {}
     out = ["| workload | precision | K | mode | warp instr / model-step | regs | spill B | predicted ms / 1000 steps "
-           "| binds | floor ms | floor | measured ms |", "|---|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|"]
+           "| binds | floor ms | floor | measured ms | measured ÷ predicted |",
+           "|---|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|"]
     for r in rows:
         meas = measured.get((r["workload"], r["precision"], r["K"]))
+        ratio = f"{meas / r['predicted_ms_per_1000_steps']:.2f}" if meas and r["predicted_ms_per_1000_steps"] else "–"
         out.append(f"| {r['workload']} | {r['precision']} | {r['K']:,} | {r['mode']} | "
                    f"{_n(r['warp_instructions_per_model_step'])} | {r['registers']} | {r['spill_bytes']} | "
                    f"{_n(r['predicted_ms_per_1000_steps'])} | {r['binding']} | {_n(r['floor_ms_per_1000_steps'])} | "
-                   f"{r['floor']} | {_n(meas)} |")
+                   f"{r['floor']} | {_n(meas)} | {ratio} |")
     return "\n".join(out) + "\n"
