@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Everything a lent GPU should run, as ONE device call of at most ~7 minutes (a session has 15 minutes of
-# device time in all, machine start included, so a second call can rerun what failed):
-#   bash bench/gpu_session.sh            # every step below, most valuable first (7 min of timeouts)
-#   bash bench/gpu_session.sh STEP ...   # only these steps (a rerun): info tests small tiled sweep scaling
+# Everything a lent GPU should run, in two device calls (a session has 15 minutes of device time in all;
+# on 2026-11-27 a machine start plus the transfers cost 30-100 s per call, and a machine idle 30 s after a
+# call is given back, so each call starts a fresh one):
+#   bash bench/gpu_session.sh            # the first call: info tests tune tiled (~6 min of timeouts)
+#   bash bench/gpu_session.sh small profile   # the second call (~3 min), if the first went well
+#   bash bench/gpu_session.sh STEP ...   # any steps: info tests tune tiled small profile sweep scaling
+# The defaults measure what the first GPU session (2026-11-27, bench/results/h100-2026-11-27/) left open:
+# the GPU tests under the float64 judge, the tf32x3 path and torch.compile beside the phase kernels, and
+# a hardware profile of each kernel for the cost model. sweep and scaling were measured then (8.7 s and
+# K up to 10^6); name them to measure again after the kernels change.
 # Results go to $OUT (the device tool brings that folder back; defaults to bench/results/gpu-session).
 # Each step has its own timeout and writes as it goes, so a step that runs long loses only itself.
 # Then, on the CPU machine:
@@ -34,7 +40,7 @@ if ! python -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/sessi
 fi
 python -c "import superpos.kernels, superpos; print('superpos from', superpos.__file__)" 2>&1 | tee -a "$OUT/session.log"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests small tiled sweep scaling)
+[ ${#steps[@]} -eq 0 ] && steps=(info tests tune tiled)
 for step in "${steps[@]}"; do
     case "$step" in
     info)  # device and versions
@@ -43,19 +49,28 @@ for step in "${steps[@]}"; do
           python -c "import jax; print('jax', jax.__version__)"; } >> "$OUT/session.log" 2>&1 ;;
     tests)  # every kernel test on the GPU: kernels vs reference at paper sizes, modes and alone-vs-crowd
             # bit-identical, fault isolation, every launched specialization (steps 0, 1, 2), and every model
-            # family / data option of both kernels against the reference; JIT compiles spread over 8 workers
-        par=$(python -c "import xdist" 2>/dev/null && echo "-n 14")
+            # family / data option of both kernels against the reference (89 tests: 140 s over 14 workers
+            # on the H100, nearly all of it JIT compiles)
+        par=$(python -c "import xdist" 2>/dev/null && echo "-n 15")
         # -v: each test's verdict is printed as it ends, so a step cut short still names its failures
-        run "${TESTS_S:-120}" tests python -m pytest -v --tb=short -rfE --maxfail=20 -p no:cacheprovider $par \
+        run "${TESTS_S:-150}" tests python -m pytest -v --tb=short -rfE --maxfail=20 -p no:cacheprovider $par \
             tests/test_kernels.py tests/test_kernel_variants.py ;;
-    small)  # the tiny-model kernels against torch, torch.compile and JAX
-        run 90 bench_small "${bench[@]}" -w intro,phase,phase3 ;;
-    tiled)  # the tiled kernels, both precisions, both launch modes beside the automatic choice
-        run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b torch,torch-compile,jax,triton,triton-fused ;;
-    phase)  # a rerun's shorter small step: the phase grids against the peers that compile fast
-        run 60 bench_phase "${bench[@]}" -w phase,phase3 -b triton,jax,torch --time-budget 5 ;;
-    geometry)  # a rerun's shorter tiled step
-        run 45 bench_geometry "${bench[@]}" -w geometry -b triton,jax,torch --time-budget 5 ;;
+    small)  # the tiny-model kernels against torch.compile and JAX (torch eager: 10x slower, measured)
+        run 90 bench_small "${bench[@]}" -w intro,phase,phase3 -b triton,jax,torch-compile ;;
+    tiled)  # the tiled kernels: fp32-accurate (FMA and tf32x3) and tf32 against the two fastest peers
+        run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b triton,triton-tf32x3,jax,torch-compile ;;
+    tune)  # other block settings of each kernel, timed against the chosen ones (bench/tune_gpu.py)
+        run 100 tune python bench/tune_gpu.py --out "$OUT/tune.jsonl" --budget-s 85 ;;
+    profile)  # Nsight Compute, clocks left alone: per kernel the SM clock, IPC, issue-slot use, warp
+              # stall reasons, occupancy and shared-memory bank conflicts (what the cost model assumes)
+        ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
+        run 80 profile "${ncu:-ncu}" --clock-control none --target-processes all -c 10 \
+            -k "regex:_train_small_kernel|_tiled_grads_kernel|_tiled_update_kernel|_train_tiled_kernel" \
+            --section SpeedOfLight --section ComputeWorkloadAnalysis --section SchedulerStats \
+            --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis_Tables \
+            --section LaunchStats --csv --page details \
+            python bench/profile_workload.py phase:ieee:100 phase3:ieee:100 uniform:ieee:1 uniform:tf32:1 \
+            geometry:tf32x3:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
@@ -63,7 +78,7 @@ for step in "${steps[@]}"; do
         tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info tests small tiled sweep scaling phase geometry)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info tests tune tiled small profile sweep scaling)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"

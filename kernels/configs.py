@@ -40,7 +40,7 @@
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import triton
 
@@ -130,6 +130,30 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
     return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
                         fused_ok=fused_ok, max_registers=max_registers if gram else None)
+
+
+# Fields a caller may set by hand (`sp.train(..., backend="triton", kernel_config={...})`): for measuring
+# other blocks on a GPU (bench/tune_gpu.py), where the cost model cannot be trusted to rank them. The
+# summation order follows BG and num_warps, so results are reproducible per setting but differ between
+# settings by float32 rounding; the defaults above are what every contract test checks.
+TUNABLE = ("BG", "num_warps", "max_registers", "num_stages")
+
+
+def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
+    """cfg with the TUNABLE fields of `overrides` replaced (tiled: the slice follows BG, 4 BG samples)."""
+    if not overrides:
+        return cfg
+    unknown = sorted(set(overrides) - set(TUNABLE))
+    if unknown:
+        raise ValueError(f"kernel_config keys must be among {', '.join(TUNABLE)}, got {', '.join(unknown)}")
+    for key, value in overrides.items():
+        if key == "max_registers" and value is None:
+            continue
+        if not isinstance(value, int) or value < 1 or (key in ("BG", "num_warps") and value & (value - 1)):
+            raise ValueError(f"kernel_config {key} must be a positive int{' (a power of 2)' if key in ('BG', 'num_warps') else ''}"
+                             f", got {value!r}")
+    cfg = replace(cfg, **overrides)
+    return replace(cfg, slice_size=4 * cfg.BG) if cfg.kind == "tiled" else cfg
 
 
 def use_split(cfg: KernelConfig, n_models: int, sm_count: int) -> bool:

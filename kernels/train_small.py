@@ -678,6 +678,7 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         if untied else (state.W_in, state.b_in) * 4
     # maxnreg=255: ptxas otherwise caps the 8-warp kernel at 128 registers at n=37, m=5 under Triton 3.9
     # (32 bytes of stack) and at BG=2 under 3.6; 255 is what one 256-thread program per SM allows anyway.
+    # (A kernel_config may set another cap: configs.with_overrides.)
     _train_small_kernel[(K,)](
         state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, *dec,
         data.seed, data.thr, data.scale, data.lo, data.off, data.gate, data.src, data.importance, consts, loss,
@@ -686,4 +687,5 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny, HRELU=data.hidden_relu, TIED=not untied,
         ABS=data.target_abs, SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
         GATE_SRC=data.gate_src if cfg.tiny else 0,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion, maxnreg=255)
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion,
+        maxnreg=cfg.max_registers or 255)

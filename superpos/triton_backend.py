@@ -137,13 +137,15 @@ def sm_count(device: torch.device) -> int:
 
 def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, input_precision="ieee",
                  max_steps_per_launch: int | None = None, split: bool | None = None, resume=None,
-                 checkpoint=None) -> TrainResult:
+                 checkpoint=None, kernel_config: dict | None = None) -> TrainResult:
     """`split` (tiled kernels only): None picks by kernels.configs.use_split; the result is the same.
+    kernel_config: block settings to measure instead of the chosen ones (kernels.configs.TUNABLE: BG,
+    num_warps, max_registers, num_stages), e.g. {"max_registers": 128}; for tuning on a GPU only.
 
     resume / checkpoint: as superpos.reference.train_torch (checkpoint is offered between launches).
     """
     from .kernels.buffers import Hyper, TrainState
-    from .kernels.configs import choose_config, use_split
+    from .kernels.configs import choose_config, use_split, with_overrides
     from .kernels.train_small import train_small
     from .kernels.train_tiled import train_tiled
 
@@ -154,6 +156,7 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
     kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec, pop.data))
+    kcfg = with_overrides(kcfg, kernel_config)
     if kcfg.kind == "small":
         launch = train_small
     else:

@@ -1,0 +1,99 @@
+"""Measure the kernels' block settings on a GPU (bench/gpu_session.sh's `tune` step).
+
+The cost model ranks block settings by static counts, and the first H100 run found its times 1.3-2.7x
+short of the measured ones, differently per kernel: this measures the candidates instead. For each
+(workload, precision) it times the chosen config and each variant of VARIANTS in one process (CUDA
+events around a whole `sp.train` call after a warm-up call; median of 3), and appends one JSON line per
+setting to --out with the ratio to the chosen config's time.
+
+    python bench/tune_gpu.py --out $OUT/tune.jsonl [--budget-s 90]
+
+A variant that fails to compile or launch is a row with its error. Adopt a winner in kernels/configs.py
+only after the contract tests pass with it (the summation order follows BG and num_warps).
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+import superpos as sp
+from superpos.bench.harness import git_commit, versions
+from superpos.bench.workloads import get_workload
+
+# (workload, precision, steps timed) -> kernel_config variants ({} is the chosen config)
+VARIANTS = {
+    # small kernel, tiny path (1 warp, 32 sample groups, 168 registers: 12 warps per SM): more warps per
+    # SM (a register cap), more samples per thread (ILP), more warps per model
+    ("phase", "ieee", 200): [{}, {"max_registers": 128}, {"max_registers": 96}, {"BG": 64},
+                             {"BG": 64, "num_warps": 2}, {"BG": 64, "max_registers": 128}],
+    ("phase3", "ieee", 200): [{}, {"max_registers": 128}, {"BG": 64}, {"BG": 64, "num_warps": 2}],
+    # tiled kernels: tile (BG samples x 4), warps and the split kernel's register cap
+    ("uniform", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}, {"BG": 32, "num_warps": 8},
+                               {"max_registers": 168}],
+    ("uniform", "tf32x3", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}, {"max_registers": 168}],
+    ("uniform", "tf32", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}, {"max_registers": None}],
+    ("geometry", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
+    ("geometry", "tf32", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
+}
+
+
+def time_call(fn, repeats=3) -> list:
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--budget-s", type=float, default=90.0, help="stop starting new measurements after this")
+    p.add_argument("--only", nargs="*", default=None, help="workload names to tune (default: all)")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    commit, dirty = git_commit()
+    common = {"device": torch.cuda.get_device_name(), "versions": versions(), "commit": commit,
+              "commit_dirty": dirty}
+    with open(args.out, "a") as out:
+        for (name, precision, steps), variants in VARIANTS.items():
+            if args.only and name not in args.only:
+                continue
+            workload = get_workload(name)
+            pop = workload.population(workload.models[-1])
+            cfg = workload.train_config(steps)
+            base = None
+            for variant in variants:
+                if time.time() - t_start > args.budget_s:
+                    print(f"budget spent: stopping before {name} {precision} {variant}", flush=True)
+                    return 0
+                row = {"workload": name, "precision": precision, "K": len(pop), "steps": steps,
+                       "kernel_config": variant, **common}
+                try:
+                    call = lambda: sp.train(pop, cfg, backend="triton", input_precision=precision,  # noqa: E731
+                                            kernel_config=variant)
+                    call()  # compile + warm up
+                    times = time_call(call)
+                    ms = statistics.median(times) * 1e3 * 1000 / steps
+                    base = ms if variant == {} else base
+                    row.update(status="ok", ms_per_1000_steps=ms, times_s=times,
+                               ratio_to_chosen=ms / base if base else None)
+                except Exception as err:  # noqa: BLE001 - a variant that fails is a result
+                    row.update(status="error", error=f"{type(err).__name__}: {str(err).strip()[:300]}")
+                out.write(json.dumps(row, sort_keys=True) + "\n")
+                out.flush()
+                shown = f"{row['ms_per_1000_steps']:9.2f} ms/1000 steps  x{row['ratio_to_chosen']:.2f}" \
+                    if row["status"] == "ok" else row["error"][:120]
+                print(f"{name:9s} {precision:7s} {json.dumps(variant):45s} {shown}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

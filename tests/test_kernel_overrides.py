@@ -1,0 +1,63 @@
+"""Hand-set kernel blocks (`kernel_config`, for measuring other settings on a GPU: bench/tune_gpu.py)
+still train the same models: against the reference, under the interpreter on the CPU."""
+import numpy as np
+import pytest
+import torch
+
+import superpos as sp
+from superpos.reference import forward_backward, train_torch
+
+from conftest import rel_err
+
+pytest.importorskip("triton")
+from superpos.kernels.configs import TUNABLE, choose_config, with_overrides  # noqa: E402
+
+
+def _pop(n, m, K):
+    g = np.random.default_rng(7 * n + m)
+    return sp.Population(sp.ModelSpec(n, m, "relu"), feature_probability=g.uniform(0.1, 1.0, (K, n)),
+                         importance=g.uniform(0.2, 1.0, (K, n)), seed=list(range(K)))
+
+
+def test_overrides_replace_only_the_named_fields():
+    tiny = choose_config(2, 1, 1024)
+    got = with_overrides(tiny, {"BG": 64, "num_warps": 2, "max_registers": 128})
+    assert (got.BG, got.num_warps, got.max_registers) == (64, 2, 128)
+    assert (got.kind, got.MP, got.NP, got.tiny) == (tiny.kind, tiny.MP, tiny.NP, tiny.tiny)
+    tiled = choose_config(400, 30, 1024)
+    assert with_overrides(tiled, {"BG": 8}).slice_size == 32  # a slice is one tile of 4 BG samples
+    assert with_overrides(tiled, None) is tiled and with_overrides(tiled, {}) is tiled
+
+
+@pytest.mark.parametrize("bad, message", [({"MP": 8}, "kernel_config keys must be among"),
+                                          ({"BG": 48}, "kernel_config BG must be a positive int (a power of 2)"),
+                                          ({"num_warps": 0}, "kernel_config num_warps must be"),
+                                          ({"max_registers": "many"}, "kernel_config max_registers must be")])
+def test_bad_overrides_are_refused_in_one_line(bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with_overrides(choose_config(2, 1, 1024), bad)
+    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages"}
+
+
+@pytest.mark.parametrize("n,m,B,override", [
+    (2, 1, 300, {"BG": 64, "num_warps": 2}),     # tiny path: 2 warps per model, a partial tile
+    (3, 2, 260, {"BG": 64}),                      # tiny path: two sample groups per thread
+    (45, 20, 70, {"BG": 8, "num_warps": 8}),      # tiled: a smaller tile, more warps, several slices
+])
+def test_overridden_blocks_match_the_reference(n, m, B, override):
+    K = 2
+    pop = _pop(n, m, K)
+    cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
+    got = sp.train(pop, cfg, backend="triton", kernel_config=override)
+    ref = train_torch(pop, cfg)
+    x = sp.sample_batch(pop, 0, B).double()
+    loss, dW, db = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), True)
+    sure = dW.abs() > 1e-6  # where AdamW's first step is well conditioned (see test_kernels.py)
+    assert rel_err(got.W[sure], ref.W[sure]) < 1e-5
+    assert rel_err(got.loss_history[:, 0], loss.float()) < 1e-5
+    cfg = sp.TrainConfig(steps=6, batch_size=B, log_every=2)
+    got, ref = sp.train(pop, cfg, backend="triton", kernel_config=override), train_torch(pop, cfg)
+    for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
+        assert rel_err(a, b) < 1e-4
+    assert got.status == ["ok"] * K
+    assert torch.isfinite(got.W).all()
