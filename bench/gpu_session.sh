@@ -60,7 +60,9 @@ for step in "${steps[@]}"; do
     tiled)  # the tiled kernels: fp32-accurate (FMA and tf32x3) and tf32 against the two fastest peers
         run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b triton,triton-tf32x3,jax,torch-compile ;;
     tune)  # other block settings of each kernel, timed against the chosen ones (bench/tune_gpu.py)
-        run 100 tune python bench/tune_gpu.py --out "$OUT/tune.jsonl" --budget-s 85 ;;
+        # compile every setting first, 8 processes side by side (Triton's on-disk cache keeps them)
+        run 60 tune_warm bash -c 'for i in 0 1 2 3 4 5 6 7; do python bench/tune_gpu.py --warm-only --shard $i/8 & done; wait'
+        run 70 tune python bench/tune_gpu.py --out "$OUT/tune.jsonl" --budget-s 60 ;;
     profile)  # Nsight Compute, clocks left alone: per kernel the SM clock, IPC, issue-slot use, warp
               # stall reasons, occupancy and shared-memory bank conflicts (what the cost model assumes)
         ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)

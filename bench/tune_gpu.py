@@ -7,6 +7,10 @@ events around a whole `sp.train` call after a warm-up call; median of 3), and ap
 setting to --out with the ratio to the chosen config's time.
 
     python bench/tune_gpu.py --out $OUT/tune.jsonl [--budget-s 90]
+    python bench/tune_gpu.py --warm-only --shard 3/8     # compile one eighth of the settings (one call each)
+
+Compiling dominates (several seconds per setting, one core each): gpu_session.sh first runs 8 --warm-only
+shards side by side, which fill Triton's on-disk cache, then the timing run loads every kernel from it.
 
 A variant that fails to compile or launch is a row with its error. Adopt a winner in kernels/configs.py
 only after the contract tests pass with it (the summation order follows BG and num_warps).
@@ -52,12 +56,39 @@ def time_call(fn, repeats=3) -> list:
     return times
 
 
+def settings(only):
+    for (name, precision, steps), variants in VARIANTS.items():
+        if not only or name in only:
+            for variant in variants:
+                yield name, precision, steps, variant
+
+
+def warm(only, shard: int, shards: int) -> int:
+    for i, (name, precision, steps, variant) in enumerate(settings(only)):
+        if i % shards == shard:
+            workload = get_workload(name)
+            pop = workload.population(workload.models[-1])
+            try:  # the very call that is timed: the JIT specializes on its integer arguments' values
+                sp.train(pop, workload.train_config(steps), backend="triton", input_precision=precision,
+                         kernel_config=variant)
+            except Exception as err:  # noqa: BLE001 - the timing run records it
+                print(f"{name} {precision} {variant}: {type(err).__name__}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="JSON-lines file to append to (required unless --warm-only)")
+    p.add_argument("--warm-only", action="store_true", help="compile (one untimed call each), time nothing")
+    p.add_argument("--shard", default="0/1", help="I/N: only every N-th setting, from the I-th (0-based)")
     p.add_argument("--budget-s", type=float, default=90.0, help="stop starting new measurements after this")
     p.add_argument("--only", nargs="*", default=None, help="workload names to tune (default: all)")
     args = p.parse_args(argv)
+    if args.out is None and not args.warm_only:
+        p.error("--out is required unless --warm-only")
+    shard, shards = (int(v) for v in args.shard.split("/"))
+    if args.warm_only:
+        return warm(args.only, shard, shards)
     t_start = time.time()
     commit, dirty = git_commit()
     common = {"device": torch.cuda.get_device_name(), "versions": versions(), "commit": commit,
