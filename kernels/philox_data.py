@@ -32,15 +32,16 @@ switches sets, symmetric, dataset_size. sample_batch_data is the debug entry tha
 import triton
 import triton.language as tl
 
+from .. import rng
 from .specialize import kernel
 
 LANES = tl.constexpr(4)
 ONE_BELOW = tl.constexpr(0.99999994)  # largest float32 below 1.0 (exactly representable)
-PHILOX_ROUNDS = tl.constexpr(10)  # Philox4x32-10 and its constants, as superpos.rng and tl.philox
-PHILOX_M0 = tl.constexpr(0xD2511F53)
-PHILOX_M1 = tl.constexpr(0xCD9E8D57)
-PHILOX_W0 = tl.constexpr(0x9E3779B9)
-PHILOX_W1 = tl.constexpr(0xBB67AE85)
+PHILOX_ROUNDS = tl.constexpr(10)  # Philox4x32-10 and its constants: superpos.rng's (tl.philox's too)
+PHILOX_M0 = tl.constexpr(rng.PHILOX_M0)
+PHILOX_M1 = tl.constexpr(rng.PHILOX_M1)
+PHILOX_W0 = tl.constexpr(rng.PHILOX_W0)
+PHILOX_W1 = tl.constexpr(rng.PHILOX_W1)
 
 
 @triton.jit

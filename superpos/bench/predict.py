@@ -133,11 +133,15 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
 
     counts, seconds_by, resource_s = Counter(), Counter(), Counter()
     seconds = 0.0
+    calibrated = 0.0  # each launch's time times the measured/predicted factor of the resource binding it
+    factors = cm.MEASURED_OVER_PREDICTED.get(device, {})
     kernels: dict = {}
     for lc, prof in zip(launches, profiles):
         cost = cm.launch_cost(prof, lc.bound(), lc.grid, dev)
         counts.update(cost.counts)
         seconds += cost.seconds
+        factor = factors.get(cost.binding)
+        calibrated = calibrated + cost.seconds * factor if calibrated is not None and factor else None
         seconds_by[cost.binding] += cost.seconds
         resource_s.update({k: v / (dev.clock_ghz * 1e9) for k, v in cost.cycles.items()})
         kernels.setdefault(prof.name, {"name": prof.name, "num_warps": prof.num_warps, "registers": prof.registers,
@@ -160,6 +164,9 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
         "global_bytes_per_model_step": round(per_step.get("global_bytes", 0.0), 1),
         "mma_fmas_per_model_step": round(per_step.get("mma_fmas", 0.0), 1),
         "predicted_ms_per_1000_steps": round(ms, 2),
+        # the same scaled by what the resource that binds each launch measured (costmodel.MEASURED_OVER_PREDICTED;
+        # None where one of them was never measured)
+        "calibrated_ms_per_1000_steps": round(calibrated * 1e6 / cfg.steps, 2) if calibrated else None,
         "binding": max(seconds_by, key=seconds_by.get),
         "binding_share": {k: round(v / seconds, 3) for k, v in seconds_by.most_common()},
         # each resource's time summed over the launches, as if it alone bound: the runners-up
@@ -233,13 +240,14 @@ def markdown_table(rows, measured: dict | None = None) -> str:
     """Predicted beside measured (the newest triton row of the same workload, precision and K)."""
     measured = measured or {}
     out = ["| workload | precision | K | mode | warp instr / model-step | regs | spill B | predicted ms / 1000 steps "
-           "| binds | floor ms | floor | measured ms | measured ÷ predicted |",
-           "|---|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|"]
+           "| binds | calibrated ms | floor ms | floor | measured ms | measured ÷ predicted |",
+           "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
     for r in rows:
         meas = measured.get((r["workload"], r["precision"], r["K"]))
         ratio = f"{meas / r['predicted_ms_per_1000_steps']:.2f}" if meas and r["predicted_ms_per_1000_steps"] else "–"
         out.append(f"| {r['workload']} | {r['precision']} | {r['K']:,} | {r['mode']} | "
                    f"{_n(r['warp_instructions_per_model_step'])} | {r['registers']} | {r['spill_bytes']} | "
-                   f"{_n(r['predicted_ms_per_1000_steps'])} | {r['binding']} | {_n(r['floor_ms_per_1000_steps'])} | "
+                   f"{_n(r['predicted_ms_per_1000_steps'])} | {r['binding']} | {_n(r.get('calibrated_ms_per_1000_steps'))} | "
+                   f"{_n(r['floor_ms_per_1000_steps'])} | "
                    f"{r['floor']} | {_n(meas)} | {ratio} |")
     return "\n".join(out) + "\n"
