@@ -193,7 +193,8 @@ DEVICES = {
 # GHz sustained would be 1.13), scheduler stalls with 3 warps per scheduler (the small kernel at 168
 # registers), shared-memory bank conflicts in Triton's FMA dot, or the split mode's x scratch spilling
 # from L2 to HBM (105-164 MB) is for bench/gpu_session.sh's `profile` step to read from the hardware.
-#   latency   intro 1.26
+#   latency   intro 1.26 (one-warp programs; the tiled kernels' latency-bound launches - tf32x3, computation -
+#             are scaled by it too, unmeasured: their calibrated figures are the least certain)
 #   issue     phase 1.68, phase3 1.64, scaling (K=10^6) 1.81         -> 1.71 (mean)
 #   lsu       geometry ieee 1.95, uniform ieee 1.98                   -> 1.97
 #   l2 (chip) geometry tf32 2.04, uniform tf32 2.73                   -> 2.36 (geometric mean)
