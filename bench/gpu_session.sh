@@ -3,11 +3,12 @@
 # on 2026-11-27 a machine start plus the transfers cost 30-100 s per call, and a machine idle 30 s after a
 # call is given back, so each call starts a fresh one):
 #   bash bench/gpu_session.sh            # the first call: info tests tune tiled (~6 min of timeouts)
-#   bash bench/gpu_session.sh small profile   # the second call (~3 min), if the first went well
-#   bash bench/gpu_session.sh STEP ...   # any steps: info tests tune tiled small profile sweep scaling
+#   bash bench/gpu_session.sh dd small profile   # the second call (~5 min), if the first went well
+#   bash bench/gpu_session.sh STEP ...   # any steps: info tests tune tiled dd small profile sweep scaling
 # The defaults measure what the first GPU session (2026-11-27, bench/results/h100-2026-11-27/) left open:
 # the GPU tests under the float64 judge, the tf32x3 path and torch.compile beside the phase kernels, and
-# a hardware profile of each kernel for the cost model. sweep and scaling were measured then (8.7 s and
+# a hardware profile of each kernel for the cost model, and the paper-size double descent (issue 14; its
+# kernels compile without spills: compile_check --shape 10000,2 --variants dataset). sweep and scaling were measured then (8.7 s and
 # K up to 10^6); name them to measure again after the kernels change.
 # Results go to $OUT (the device tool brings that folder back; defaults to bench/results/gpu-session).
 # Each step has its own timeout and writes as it goes, so a step that runs long loses only itself.
@@ -78,9 +79,14 @@ for step in "${steps[@]}"; do
         run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
         # one file (at most 8 come back): draw the figures from it on the CPU with `superpos plot`
         tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
+    dd)  # issue 14's double descent at paper size (n=10,000, m=2, T = 3 .. 3,000 x 3 seeds, 50,000 steps):
+         # finished groups are kept if the limit cuts it short; draw it on the CPU with `superpos plot`
+        rm -rf "$OUT/dd_run"
+        run 150 double_descent bash -c "time python -m superpos run experiments/double_descent.toml --out $OUT/dd_run --no-plot"
+        tar czf "$OUT/dd_run.tgz" -C "$OUT" dd_run && rm -rf "$OUT/dd_run" ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info tests tune tiled small profile sweep scaling)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info tests tune tiled dd small profile sweep scaling)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"
