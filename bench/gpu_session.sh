@@ -3,8 +3,9 @@
 # on 2026-11-27 a machine start plus the transfers cost 30-100 s per call, and a machine idle 30 s after a
 # call is given back, so each call starts a fresh one):
 #   bash bench/gpu_session.sh            # the first call: info tests tune tiled (~6 min of timeouts)
-#   bash bench/gpu_session.sh dd small profile   # the second call (~5 min), if the first went well
-#   bash bench/gpu_session.sh STEP ...   # any steps: info tests tune tiled dd small profile sweep scaling
+#   bash bench/gpu_session.sh dd before small profile   # the second call (~7 min of timeouts; each step
+#                                                      # is kept whole or lost alone, most valuable first)
+#   bash bench/gpu_session.sh STEP ...   # any: info tests tune tiled dd before small profile sweep scaling
 # The defaults measure what the first GPU session (2026-11-27, bench/results/h100-2026-11-27/) left open:
 # the GPU tests under the float64 judge, the tf32x3 path and torch.compile beside the phase kernels, and
 # a hardware profile of each kernel for the cost model, and the paper-size double descent (issue 14; its
@@ -84,9 +85,23 @@ for step in "${steps[@]}"; do
         rm -rf "$OUT/dd_run"
         run 150 double_descent bash -c "time python -m superpos run experiments/double_descent.toml --out $OUT/dd_run --no-plot"
         tar czf "$OUT/dd_run.tgz" -C "$OUT" dd_run && rm -rf "$OUT/dd_run" ;;
+    before)  # issue 11's before/after on one machine: the kernels of $BEFORE (the kernels-as-launched
+             # fixes, before the rebuild; its package laid out from this checkout's git history) and this
+             # checkout's, one process each, the same calls (bench/before_after.py)
+        BEFORE=${BEFORE:-0e9c413}
+        items="phase:ieee:200 uniform:ieee:100 uniform:tf32:100 geometry:tf32:100"
+        rm -rf /tmp/before-site && mkdir -p /tmp/before-site
+        if git archive "$BEFORE" superpos kernels | tar x -C /tmp/before-site; then
+            mv /tmp/before-site/kernels /tmp/before-site/superpos/kernels && echo "$BEFORE" > /tmp/before-site/COMMIT
+            run 110 before_after bash -c "PYTHONPATH=/tmp/before-site python bench/before_after.py --label before \
+                --out $OUT/before_after.jsonl $items; python bench/before_after.py --label after \
+                --out $OUT/before_after.jsonl $items"
+        else
+            log "before: commit $BEFORE is not in this copy's git history"
+        fi ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info tests tune tiled dd small profile sweep scaling)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info tests tune tiled dd before small profile sweep scaling)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"
