@@ -280,23 +280,48 @@ def test_gpu_kernel_matches_reference_at_scale(n, m, K, prec):
     """ieee (FMA) and tf32x3 (tensor cores) are both float32-accurate. The interpreter computes every
     tl.dot in float32 whatever its precision, so only a GPU checks tf32x3's accuracy.
 
-    Judged against a float64 oracle (the reference trainer in float64 on the same data): after 50 AdamW
-    steps any float32 path sits ~2e-5 (W) / 5e-5 (b) from it (measured on the CPU at n=400, m=30 and
-    n=200, m=20, while two float32 summation orders differ by only ~1e-6), so the kernel must land within
-    3x the float32 reference's own distance. (Compared with the float32 reference directly at 1e-4, an
-    H100 run failed n=400 ieee at 1.2e-4, n=400 tf32x3 at 2.4e-4 and n=200 tf32x3 at 1.5e-4 for b.)"""
+    One step from the same state: the update agrees with the float64 gradient's to float32 rounding.
+    Fifty steps: judged per model against a float64 oracle (the reference trainer in float64 on the same
+    data). Two float32 paths part for good when a ReLU input z of an *active* feature sits within their
+    rounding of 0 (the gradient jumps by coef I x there): on the CPU interpreter, n=400, m=30, B=256, one
+    model of 4 jumped from 2.5e-7 to 1.2e-5 after step 18 on three such masks (|z| ~ 1e-6) while the
+    kernel's gradients matched the float64 ones to 1e-7 at every step. (Compared norm-wise over all
+    models with the float32 reference at 1e-4, an H100 run failed n=400 ieee at 1.2e-4 - one model
+    parted like that weighs ~1e-3 / sqrt(64) - and tf32x3 at n=400 and n=200.) So: the typical (median)
+    model within 3x the float32 reference's median distance, at most 10% of models parted (beyond 1e-3),
+    and tf32x3 at least 5x closer than tf32 (what its three products buy)."""
     pop = _pop(n, m, K)
-    cfg = sp.TrainConfig(steps=50, batch_size=1024, log_every=10)
-    ref = sp.train(pop, cfg, backend="torch", device="cuda")
-    oracle = train_torch(pop, cfg, device="cuda", dtype=torch.float64)
+    cfg = sp.TrainConfig(steps=1, batch_size=1024, log_every=1)
     got = sp.train(pop, cfg, backend="triton", input_precision=prec)
+    x = sp.sample_batch(pop, 0, cfg.batch_size, device="cuda").double()
+    _, dW, db = forward_backward(pop.W.double().cuda(), pop.b.double().cuda(), x, pop.importance.double().cuda(),
+                                 True)
+    ref1 = sp.train(pop, cfg, backend="torch", device="cuda")
+    _assert_close_after_one_step(got.W, ref1.W, dW.cpu(), cfg.lr)
+    _assert_close_after_one_step(got.b, ref1.b, db.cpu(), cfg.lr)
+
+    cfg = sp.TrainConfig(steps=50, batch_size=1024, log_every=10)
+    oracle = train_torch(pop, cfg, device="cuda", dtype=torch.float64)
     flags = (f"torch tf32 flags: matmul {torch.backends.cuda.matmul.allow_tf32}, "
-             f"cudnn {torch.backends.cudnn.allow_tf32}, {torch.get_float32_matmul_precision()}")
-    for name, a, r, o in [("W", got.W, ref.W, oracle.W), ("b", got.b, ref.b, oracle.b),
-                          ("loss", got.loss_history, ref.loss_history, oracle.loss_history)]:
-        e_got, e_ref = rel_err(a, o), rel_err(r, o)
-        assert e_got <= 3 * e_ref + 1e-6, (f"{name}: triton {prec} is {e_got:.3g} from the float64 oracle, "
-                                           f"the float32 reference {e_ref:.3g}; {flags}")
+             f"{torch.get_float32_matmul_precision()}")
+
+    def distances(res):  # per model, over W and b together
+        a = torch.cat([res.W.flatten(1), res.b], 1).double()
+        o = torch.cat([oracle.W.flatten(1), oracle.b], 1).cpu()
+        return ((a - o).norm(dim=1) / o.norm(dim=1)).numpy()
+
+    e_ref = distances(sp.train(pop, cfg, backend="torch", device="cuda"))
+    got = sp.train(pop, cfg, backend="triton", input_precision=prec)
+    e_got = distances(got)
+    parted = np.flatnonzero(e_got > 1e-3)
+    assert np.median(e_got) <= 3 * np.median(e_ref) + 1e-7, (
+        f"median model: triton {prec} {np.median(e_got):.3g} from the float64 oracle, the float32 reference "
+        f"{np.median(e_ref):.3g}; {flags}")
+    assert len(parted) <= 0.1 * K, f"{len(parted)} of {K} models parted: {e_got[parted][:10]}"
+    assert rel_err(got.loss_history, oracle.loss_history) < 1e-3
+    if prec == "tf32x3":
+        e_tf32 = distances(sp.train(pop, cfg, backend="triton", input_precision="tf32"))
+        assert np.median(e_got) * 5 <= np.median(e_tf32), (np.median(e_got), np.median(e_tf32))
 
 
 @gpu
