@@ -26,7 +26,7 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 run() {  # run SECONDS NAME CMD...: stdout+stderr to $OUT/NAME.txt, exit status logged
     local limit=$1 name=$2; shift 2
     log "start $name: $*"
-    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    timeout "$limit" "$@" >> "$OUT/$name.txt" 2>&1  # appends: steps may share a file (8 files come back)
     log "end $name: exit $? after $SECONDS s of the session"
 }
 results="$OUT/results.jsonl"
@@ -63,7 +63,8 @@ for step in "${steps[@]}"; do
         run 100 bench_tiled "${bench[@]}" -w uniform,geometry -b triton,triton-tf32x3,jax,torch-compile ;;
     tune)  # other block settings of each kernel, timed against the chosen ones (bench/tune_gpu.py)
         # compile every setting first, 8 processes side by side (Triton's on-disk cache keeps them)
-        run 60 tune_warm bash -c 'for i in 0 1 2 3 4 5 6 7; do python bench/tune_gpu.py --warm-only --shard $i/8 & done; wait'
+        # (each process under its own timeout: `timeout` signals its child only, not grandchildren)
+        run 60 tune_warm bash -c 'for i in 0 1 2 3 4 5 6 7; do timeout 55 python bench/tune_gpu.py --warm-only --shard $i/8 & done; wait'
         run 70 tune python bench/tune_gpu.py --out "$OUT/tune.jsonl" --budget-s 60 ;;
     profile)  # Nsight Compute, clocks left alone: per kernel the SM clock, IPC, issue-slot use, warp
               # stall reasons, occupancy and shared-memory bank conflicts (what the cost model assumes)
@@ -77,13 +78,15 @@ for step in "${steps[@]}"; do
             geometry:tf32x3:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
-        run 60 sweep_phase_n2m1 bash -c "time python -m superpos run experiments/phase_n2m1.toml --out $OUT/phase_run --no-plot"
+        # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
+        # time is the step's in session.log
+        run 60 sweep_phase_n2m1 python -m superpos run experiments/phase_n2m1.toml --out "$OUT/phase_run" --no-plot
         # one file (at most 8 come back): draw the figures from it on the CPU with `superpos plot`
         tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
     dd)  # issue 14's double descent at paper size (n=10,000, m=2, T = 3 .. 3,000 x 3 seeds, 50,000 steps):
          # finished groups are kept if the limit cuts it short; draw it on the CPU with `superpos plot`
         rm -rf "$OUT/dd_run"
-        run 150 double_descent bash -c "time python -m superpos run experiments/double_descent.toml --out $OUT/dd_run --no-plot"
+        run 150 double_descent python -m superpos run experiments/double_descent.toml --out "$OUT/dd_run" --no-plot
         tar czf "$OUT/dd_run.tgz" -C "$OUT" dd_run && rm -rf "$OUT/dd_run" ;;
     before)  # issue 11's before/after on one machine: the kernels of $BEFORE (the kernels-as-launched
              # fixes, before the rebuild; its package laid out from this checkout's git history) and this
@@ -93,9 +96,9 @@ for step in "${steps[@]}"; do
         rm -rf /tmp/before-site && mkdir -p /tmp/before-site
         if git archive "$BEFORE" superpos kernels | tar x -C /tmp/before-site; then
             mv /tmp/before-site/kernels /tmp/before-site/superpos/kernels && echo "$BEFORE" > /tmp/before-site/COMMIT
-            run 110 before_after bash -c "PYTHONPATH=/tmp/before-site python bench/before_after.py --label before \
-                --out $OUT/before_after.jsonl $items; python bench/before_after.py --label after \
-                --out $OUT/before_after.jsonl $items"
+            run 55 before_after env PYTHONPATH=/tmp/before-site python bench/before_after.py --label before \
+                --out "$OUT/before_after.jsonl" $items
+            run 55 before_after python bench/before_after.py --label after --out "$OUT/before_after.jsonl" $items
         else
             log "before: commit $BEFORE is not in this copy's git history"
         fi ;;
