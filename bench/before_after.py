@@ -14,12 +14,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import superpos as sp
+from superpos.bench.harness import time_call  # as old as the kernels-as-launched fixes
 from superpos.bench.workloads import get_workload
 
 
@@ -33,19 +33,6 @@ def package_commit() -> str | None:
                               timeout=10, check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def timed(fn, cuda: bool) -> float:
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main(argv=None) -> int:
@@ -71,7 +58,7 @@ def main(argv=None) -> int:
                 call = lambda: sp.train(pop, cfg, backend="triton", device=args.device,  # noqa: E731
                                         input_precision=precision)
                 call()
-                times = [timed(call, cuda) for _ in range(3)]
+                times = [time_call(call, args.device) for _ in range(3)]
                 row.update(status="ok", times_s=times,
                            ms_per_1000_steps=statistics.median(times) * 1e3 * 1000 / int(steps))
                 shown = f"{row['ms_per_1000_steps']:10.2f} ms/1000 steps"

@@ -24,7 +24,7 @@ import time
 import torch
 
 import superpos as sp
-from superpos.bench.harness import git_commit, versions
+from superpos.bench.harness import git_commit, time_call, versions
 from superpos.bench.workloads import get_workload
 
 # (workload, precision, steps timed) -> kernel_config variants ({} is the chosen config)
@@ -42,18 +42,6 @@ VARIANTS = {
     ("geometry", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
     ("geometry", "tf32", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
 }
-
-
-def time_call(fn, repeats=3) -> list:
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
 
 
 def settings(only):
@@ -111,7 +99,7 @@ def main(argv=None) -> int:
                     call = lambda: sp.train(pop, cfg, backend="triton", input_precision=precision,  # noqa: E731
                                             kernel_config=variant)
                     call()  # compile + warm up
-                    times = time_call(call)
+                    times = [time_call(call, "cuda") for _ in range(3)]
                     ms = statistics.median(times) * 1e3 * 1000 / steps
                     base = ms if variant == {} else base
                     row.update(status="ok", ms_per_1000_steps=ms, times_s=times,

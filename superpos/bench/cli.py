@@ -147,7 +147,7 @@ def _run(args) -> int:
 
     import torch
 
-    from .harness import BACKENDS, TRITON_SPLIT, run
+    from .harness import BACKENDS, TRITON_SPLIT, device_info, run
 
     workloads = [get_workload(w) for w in (args.workload or list(WORKLOADS))]
     for w in workloads:
@@ -169,22 +169,15 @@ def _run(args) -> int:
             raise ValueError("full benchmark runs need a CUDA device: use --quick for the CPU smoke test "
                              "(or --device cpu to force the full workloads on the CPU)")
         device = "cuda"
-    written = {}
-
-    def append(row):  # each row as soon as it is measured: a run cut short keeps what it finished
-        if "out" not in written:
-            out = args.out or rep.default_results_file(row["device"], args.quick)
-            if args.out is None and args.quick:
-                from pathlib import Path
-                out = Path(QUICK_RESULTS_DIR) / Path(out).name
-            written["out"] = out
-        rep.append_rows(written["out"], [row])
-
+    out = args.out or rep.default_results_file(device_info(device)["device"], args.quick)
+    if args.out is None and args.quick:
+        from pathlib import Path
+        out = Path(QUICK_RESULTS_DIR) / Path(out).name
     rows = run(workloads, args.backend, device=device, quick=args.quick, steps=args.steps, repeats=args.repeats,
                warmup=args.warmup, precisions=args.precision, models=args.models,
                measure_peak=args.measure_peak, time_budget_s=args.time_budget,
-               threads=args.threads if args.threads or not args.quick else 1, on_row=append)
-    out = written.get("out")
+               threads=args.threads if args.threads or not args.quick else 1,
+               on_row=lambda row: rep.append_rows(out, [row]))  # as measured: a run cut short keeps them
     print(f"{len(rows)} result rows appended to {out}", file=sys.stderr)
     if args.table:
         print(rep.markdown_table(rows))
