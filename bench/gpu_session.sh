@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Everything a lent GPU should run, in two device calls (a session has 15 minutes of device time in all;
-# on 2026-11-27 a machine start plus the transfers cost 30-100 s per call, and a machine idle 30 s after a
-# call is given back, so each call starts a fresh one):
-#   bash bench/gpu_session.sh            # the first call: info tests tune tiled (~6 min of timeouts)
-#   bash bench/gpu_session.sh dd before small profile   # the second call (~7 min of timeouts; each step
-#                                                      # is kept whole or lost alone, most valuable first)
-#   bash bench/gpu_session.sh STEP ...   # any: info tests tune tiled dd before small profile sweep scaling
-# The defaults measure what the first GPU session (2026-11-27, bench/results/h100-2026-11-27/) left open:
-# the GPU tests under the float64 judge, the tf32x3 path and torch.compile beside the phase kernels, and
-# a hardware profile of each kernel for the cost model, and the paper-size double descent (issue 14; its
-# kernels compile without spills: compile_check --shape 10000,2 --variants dataset). sweep and scaling were measured then (8.7 s and
-# K up to 10^6); name them to measure again after the kernels change.
+# Everything a lent GPU should run (a session has 15 minutes of device time in all, machine start included).
+# A machine start costs 30-100 s; a call made within 30 s of the last one's return finds the machine still
+# warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
+#   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~6.5 min of timeouts)
+#   bash bench/gpu_session.sh dd small   # at once after it (warm): the paper-size double descent, phase kernels
+#   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile sweep scaling
+# What the sessions so far left open (bench/README.md, "Second GPU session"): the tiled kernel's GPU-only
+# accuracy gap at n=400 (accuracy), the GPU tests, tf32x3 and the tiled kernels against the peers
+# (tiled), the double descent at paper size (dd: its groups now run side by side), torch.compile beside
+# phase3 (small). before, tune, profile, sweep and scaling were measured (H100 and H200); name them to
+# measure again after the kernels change.
 # Results go to $OUT (the device tool brings that folder back; defaults to bench/results/gpu-session).
 # Each step has its own timeout and writes as it goes, so a step that runs long loses only itself.
 # Then, on the CPU machine:
@@ -42,7 +41,7 @@ if ! python -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/sessi
 fi
 python -c "import superpos.kernels, superpos; print('superpos from', superpos.__file__)" 2>&1 | tee -a "$OUT/session.log"
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(info tests tune tiled)
+[ ${#steps[@]} -eq 0 ] && steps=(info accuracy tests tiled)
 for step in "${steps[@]}"; do
     case "$step" in
     info)  # device and versions
@@ -57,6 +56,12 @@ for step in "${steps[@]}"; do
         # -v: each test's verdict is printed as it ends, so a step cut short still names its failures
         run "${TESTS_S:-150}" tests python -m pytest -v --tb=short -rfE --maxfail=20 -p no:cacheprovider $par \
             tests/test_kernels.py tests/test_kernel_variants.py ;;
+    accuracy)  # where the tiled kernel's trajectory parts from a float64 oracle, step by step (the H200
+               # session's failing at-scale cases: n=400 ieee drifts ~10x float32 rounding per step on the
+               # GPU only; tf32x3's first update where gradients cancel), beside the float32 reference's
+        run 120 accuracy python bench/accuracy_trace.py --out "$OUT/accuracy.jsonl" --steps 1,2,5,20,50 \
+            400,30,64,ieee 400,30,64,ieee,fused 200,20,64,ieee 400,30,64,ieee,sparse 400,30,64,tf32x3 \
+            400,30,64,tf32 ;;
     small)  # the tiny-model kernels against torch.compile and JAX (torch eager: 10x slower, measured)
         run 90 bench_small "${bench[@]}" -w intro,phase,phase3 -b triton,jax,torch-compile ;;
     tiled)  # the tiled kernels: fp32-accurate (FMA and tf32x3) and tf32 against the two fastest peers
@@ -104,7 +109,7 @@ for step in "${steps[@]}"; do
         fi ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info tests tune tiled dd before small profile sweep scaling)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info accuracy tests tune tiled dd before small profile sweep scaling)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"

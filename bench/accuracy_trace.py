@@ -1,0 +1,103 @@
+"""Where the triton backend's trajectory parts from a float64 oracle, step by step, beside the float32
+reference's (the GPU at-scale test's failing cases; bench/gpu_session.sh's `accuracy` step).
+
+    python bench/accuracy_trace.py --out $OUT/accuracy.jsonl 400,30,64,ieee 400,30,64,tf32x3 200,20,64,ieee
+
+Each case is N,M,K,PRECISION[,split|fused][,sparse]: the population of tests/test_kernels.py's _pop
+(densities uniform in [0.05, 1], importances in [0.1, 1]; `sparse`: densities in [0.005, 0.05]). For each
+step count S (--steps) it trains S steps from the same start three ways - the float64 oracle
+(reference.train_torch in float64), the float32 reference (backend torch) and the kernel - and prints
+the per-model relative distance ||(W, b) - oracle|| / ||oracle|| (median, 90th percentile, max) of the
+kernel and of the reference, and kernel vs reference. At S = 1 it also splits the kernel's first update
+by the float64 gradient's size, as the test does: relative error where |g| > 1e-6, and where the
+gradient cancels to |g| <= 1e-6 the largest deviation in units of lr and the count beyond 0.05 lr.
+A distance that grows step by step from the first says the kernel's per-step error is larger than
+float32 rounding; one that stays at the reference's level and then jumps says two float32 paths parted at
+a ReLU boundary. --device cpu runs it under TRITON_INTERPRET=1 (small cases only).
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def population(sp, np, n, m, K, sparse):
+    g = np.random.default_rng(n * 1000 + m)  # as tests/test_kernels.py's _pop
+    p = g.uniform(0.05, 1.0, (K, n))
+    imp = g.uniform(0.1, 1.0, (K, n))
+    if sparse:
+        p = p / 20
+    return sp.Population(sp.ModelSpec(n, m, "relu"), feature_probability=p, importance=imp,
+                         seed=list(range(K)))
+
+
+def distances(torch, res, oracle):
+    """Per model: ||(W, b) - oracle's|| / ||oracle's||."""
+    a = torch.cat([res.W.flatten(1), res.b], 1).double().cpu()
+    o = torch.cat([oracle.W.flatten(1), oracle.b], 1).double().cpu()
+    return ((a - o).norm(dim=1) / o.norm(dim=1)).numpy()
+
+
+def first_update(pop, got, grad64, cfg):
+    """The kernel's first step split by the float64 gradient's size (see the module's docstring)."""
+    W0 = pop.W.double()
+    # one AdamW step from zero moments: W (1 - lr wd) - lr g / (|g| + eps)
+    want = W0 * (1 - cfg.lr * cfg.weight_decay) - cfg.lr * grad64 / (grad64.abs() + cfg.eps)
+    dev = (got.W.double().cpu() - want).abs()
+    sure = grad64.abs() > 1e-6
+    return {"sure": int(sure.sum()), "unsure": int((~sure).sum()),
+            "rel_err_sure": float(dev[sure].norm() / (want[sure] - W0[sure]).norm()),
+            "max_dev_unsure_lr": float(dev[~sure].max() / cfg.lr) if (~sure).any() else 0.0,
+            "unsure_beyond_0.05lr": int((dev[~sure] > 0.05 * cfg.lr).sum())}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cases", nargs="+", help="N,M,K,PRECISION[,split|fused][,sparse]")
+    p.add_argument("--steps", default="1,5,20,50", help="step counts (comma-separated)")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", help="append one JSON line per case and step count")
+    args = p.parse_args(argv)
+    if args.device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    import numpy as np
+    import torch
+
+    import superpos as sp
+    from superpos.reference import forward_backward, train_torch
+    for case in args.cases:
+        f = case.split(",")
+        n, m, K, prec = int(f[0]), int(f[1]), int(f[2]), f[3]
+        split = {"split": True, "fused": False}.get(next((x for x in f[4:] if x in ("split", "fused")), ""), None)
+        sparse = "sparse" in f[4:]
+        pop = population(sp, np, n, m, K, sparse)
+        for S in [int(s) for s in args.steps.split(",")]:
+            cfg = sp.TrainConfig(steps=S, batch_size=args.batch_size, log_every=max(1, S // 5))
+            oracle = train_torch(pop, cfg, device=args.device, dtype=torch.float64)
+            ref = sp.train(pop, cfg, backend="torch", device=args.device)
+            got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split)
+            e_got, e_ref, e_gr = distances(torch, got, oracle), distances(torch, ref, oracle), distances(torch, got, ref)
+            row = {"case": case, "steps": S, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                   **{f"{name}_{q}": float(np.quantile(e, v)) for name, e in
+                      (("kernel", e_got), ("reference", e_ref), ("kernel_vs_reference", e_gr))
+                      for q, v in (("median", 0.5), ("p90", 0.9), ("max", 1.0))}}
+            if S == 1:
+                x = sp.sample_batch(pop, 0, cfg.batch_size, device=args.device).double()
+                _, dW, _ = forward_backward(pop.W.double().to(args.device), pop.b.double().to(args.device), x,
+                                            pop.importance.double().to(args.device), True)
+                row.update(first_update(pop, got, dW.cpu(), cfg))
+            print(f"{case:24s} steps {S:3d}  kernel {row['kernel_median']:.2e} (p90 {row['kernel_p90']:.2e}) "
+                  f" reference {row['reference_median']:.2e} (p90 {row['reference_p90']:.2e})  kernel-vs-ref "
+                  f"{row['kernel_vs_reference_median']:.2e}"
+                  + (f"  first update: rel err {row['rel_err_sure']:.1e} where |g| > 1e-6; {row['unsure']} cancelling, "
+                     f"max dev {row['max_dev_unsure_lr']:.3f} lr, {row['unsure_beyond_0.05lr']} beyond 0.05 lr"
+                     if S == 1 else ""), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
