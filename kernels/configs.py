@@ -70,7 +70,7 @@ FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave th
 TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
          (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
          (64, "ieee"): (8, 8, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
-# ieee: float32 FMA (CUDA cores); tf32x3: float32-accurate on tensor cores; tf32: tensor cores, ~1e-3 products
+# ieee: float32 FMA (CUDA cores); tf32x3: near float32 on tensor cores (below ieee where sums cancel); tf32: tensor cores, ~1e-3 products
 PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 

@@ -22,8 +22,8 @@ Untied models (TIED=False: encoder W, hidden bias b_hidden, decoder W_dec (n, m)
 pass 1 adds b_hidden, pass 2 reads the decoder tile D^T [MP, NC] = W_dec[cols, :]^T (strided: W_dec is
 row-major n x m) and writes h^T gz to dW_dec's partial (held transposed, [m, n] like W's), pass 3 writes
 gh^T x to W's partial without reading it back, and db_hidden = sum gh is one more [m] partial per slice.
-Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (fp32-accurate
-on tensor cores: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
+Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (near fp32
+on tensor cores, measured a few times less accurate than ieee where sums cancel, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
 products per _dot: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
 W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes).
 """

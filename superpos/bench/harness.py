@@ -45,8 +45,9 @@ BACKENDS = ("torch", "torch-compile", "jax", "triton", "triton-fused", "triton-s
 # The fused kernels with the tiled kernels' launch mode chosen by kernels.configs.use_split ("triton")
 # or forced, to check that choice on a GPU (same results either way; small-kernel shapes ignore it).
 TRITON_SPLIT = {"triton": None, "triton-fused": False, "triton-split": True, "triton-tf32x3": None}
-# the fp32-accurate tensor-core path (three TF32 products): measured in the `ieee` rows only, beside the
-# peers with TF32 off, since it is float32-accurate; the tiled workloads' only use for it
+# the near-fp32 tensor-core path (three TF32 products): measured in the `ieee` rows only, beside the
+# peers with TF32 off, the accuracy class it aims at (the GPU test finds it a few times less accurate than
+# FMA where sums cancel: bench/README.md); the tiled workloads' only use for it
 TRITON_INPUT_PRECISION = {"triton-tf32x3": "tf32x3"}
 
 # Datasheet FP32 (non-tensor-core) peak, FLOP/s, by device name; the first matching pattern wins.
