@@ -11,6 +11,10 @@ the per-model relative distance ||(W, b) - oracle|| / ||oracle|| (median, 90th p
 kernel and of the reference, and kernel vs reference. At S = 1 it also splits the kernel's first update
 by the float64 gradient's size, as the test does: relative error where |g| > 1e-6, and where the
 gradient cancels to |g| <= 1e-6 the largest deviation in units of lr and the count beyond 0.05 lr.
+--local S0 (default 20) adds one more line per case: the float64 oracle's state after S0 steps, rounded to
+float32, is advanced ONE step by each path (resume=), and each path's update is compared with the
+oracle's from that same state (relative norm per model): the per-step error at a trained state, free of
+the history (the float32 reference's figure is the floor: its weights are rounded to float32).
 A distance that grows step by step from the first says the kernel's per-step error is larger than
 float32 rounding; one that stays at the reference's level and then jumps says two float32 paths parted at
 a ReLU boundary. --device cpu runs it under TRITON_INTERPRET=1 (small cases only).
@@ -51,12 +55,36 @@ def first_update(pop, got, grad64, cfg):
             "unsure_beyond_0.05lr": int((dev[~sure] > 0.05 * cfg.lr).sum())}
 
 
+def local_step(sp, torch, np, pop, S0, prec, split, device, batch):
+    """Per model: ||update - oracle's update|| / ||oracle's update|| for one step from the oracle's state
+    after S0 steps (rounded to float32), for the kernel and the float32 reference."""
+    from superpos.checkpoint import TrainCheckpoint
+    from superpos.reference import train_torch
+    cfg = sp.TrainConfig(steps=S0 + 1, batch_size=batch, log_every=1)
+    held = {}
+    train_torch(pop, cfg, device=device, dtype=torch.float64,
+                checkpoint=lambda step, snap: held.update(ck=snap()) if step == S0 else None)
+    ck = held["ck"]
+    f32 = lambda d: {k: v.float().cpu() for k, v in d.items()}  # noqa: E731
+    start = TrainCheckpoint(S0, f32(ck.params), f32(ck.exp_avg), f32(ck.exp_avg_sq), ck.loss_history.float().cpu())
+    W0 = start.params["W"].double()
+    oracle = train_torch(pop, cfg, device=device, dtype=torch.float64, resume=start)
+    ref = sp.train(pop, cfg, backend="torch", device=device, resume=start)
+    got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split, resume=start)
+    du_o = (oracle.W.double().cpu() - W0).flatten(1)
+
+    def err(res):
+        return ((res.W.double().cpu() - W0).flatten(1) - du_o).norm(dim=1) / du_o.norm(dim=1)
+    return err(got).numpy(), err(ref).numpy()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cases", nargs="+", help="N,M,K,PRECISION[,split|fused][,sparse]")
     p.add_argument("--steps", default="1,5,20,50", help="step counts (comma-separated)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--local", type=int, default=20, help="the trained state's step for the one-step check (0: none)")
     p.add_argument("--out", help="append one JSON line per case and step count")
     args = p.parse_args(argv)
     if args.device == "cpu":
@@ -93,6 +121,17 @@ def main(argv=None) -> int:
                   + (f"  first update: rel err {row['rel_err_sure']:.1e} where |g| > 1e-6; {row['unsure']} cancelling, "
                      f"max dev {row['max_dev_unsure_lr']:.3f} lr, {row['unsure_beyond_0.05lr']} beyond 0.05 lr"
                      if S == 1 else ""), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+        if args.local:
+            e_got, e_ref = local_step(sp, torch, np, pop, args.local, prec, split, args.device, args.batch_size)
+            row = {"case": case, "local_step_from": args.local, "kernel_median": float(np.median(e_got)),
+                   "kernel_max": float(e_got.max()), "reference_median": float(np.median(e_ref)),
+                   "reference_max": float(e_ref.max())}
+            print(f"{case:24s} one step from the oracle's step {args.local}: update error kernel "
+                  f"{row['kernel_median']:.2e} (max {row['kernel_max']:.2e}), reference {row['reference_median']:.2e} "
+                  f"(max {row['reference_max']:.2e})", flush=True)
             if args.out:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
