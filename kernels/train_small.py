@@ -14,7 +14,7 @@ import triton.language as tl
 from .adamw import adamw_update, load_step_constants
 from .philox_data import (LANES, batch_start, dataset_word, group_features, load_tables, philox_words_wide,
                           tiny_features)
-from .specialize import kernel
+from .specialize import LAUNCH_LOCK, kernel
 
 
 @triton.jit
@@ -679,13 +679,14 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     # maxnreg=255: ptxas otherwise caps the 8-warp kernel at 128 registers at n=37, m=5 under Triton 3.9
     # (32 bytes of stack) and at BG=2 under 3.6; 255 is what one 256-thread program per SM allows anyway.
     # (A kernel_config may set another cap: configs.with_overrides.)
-    _train_small_kernel[(K,)](
-        state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, *dec,
-        data.seed, data.thr, data.scale, data.lo, data.off, data.gate, data.src, data.importance, consts, loss,
-        n, m, data.batch_size, data.dataset_size or 1, t0, n_steps, total_steps, log_every, loss.shape[1],
-        hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-        MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny, HRELU=data.hidden_relu, TIED=not untied,
-        ABS=data.target_abs, SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
-        GATE_SRC=data.gate_src if cfg.tiny else 0,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion,
-        maxnreg=cfg.max_registers or 255)
+    with LAUNCH_LOCK:
+        _train_small_kernel[(K,)](
+            state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, *dec,
+            data.seed, data.thr, data.scale, data.lo, data.off, data.gate, data.src, data.importance, consts, loss,
+            n, m, data.batch_size, data.dataset_size or 1, t0, n_steps, total_steps, log_every, loss.shape[1],
+            hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
+            MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny, HRELU=data.hidden_relu,
+            TIED=not untied, ABS=data.target_abs, SETS=data.sets, SYMMETRIC=data.symmetric,
+            DATASET=data.dataset_size is not None, GATE_SRC=data.gate_src if cfg.tiny else 0,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion,
+            maxnreg=cfg.max_registers or 255)

@@ -32,7 +32,7 @@ import triton.language as tl
 
 from .adamw import adamw_update, load_step_constants
 from .philox_data import LANES, batch_block, batch_block_general, batch_start, load_tables
-from .specialize import kernel
+from .specialize import LAUNCH_LOCK, kernel
 from .train_small import log_loss
 
 
@@ -356,14 +356,15 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:
-        _train_tiled_kernel[(K,)](xs,
-            state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
-            state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
-            data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
-            n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
-            hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
-            maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
+        with LAUNCH_LOCK:
+            _train_tiled_kernel[(K,)](xs,
+                state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
+                state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
+                data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
+                n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
+                hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
+                BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
+                maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
         return
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)
@@ -371,14 +372,15 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         state.Wd_out.copy_(state.Wd_in)
         state.bh_out.copy_(state.bh_in)
     for t in range(t0, t0 + n_steps):
-        _tiled_grads_kernel[(K, n_slices)](xs,
-            state.W_out, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
-            data.seed, data.thr, data.scale, *tables, data.importance,
-            t, n, m, B, T, n_slices, hyper.coef,
-            BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
-            **(blocks | cfg.register_cap()))
-        _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
-            state.W_out, state.b_out, *untied_out, state.mW, state.vW, state.mb, state.vb, *untied_moments,
-            pW, pb, pWd, pbh, lossp, consts, loss,
-            t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
-            hyper.eps, TIED=tied, **blocks)
+        with LAUNCH_LOCK:
+            _tiled_grads_kernel[(K, n_slices)](xs,
+                state.W_out, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
+                data.seed, data.thr, data.scale, *tables, data.importance,
+                t, n, m, B, T, n_slices, hyper.coef,
+                BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
+                **(blocks | cfg.register_cap()))
+            _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
+                state.W_out, state.b_out, *untied_out, state.mW, state.vW, state.mb, state.vb, *untied_moments,
+                pW, pb, pWd, pbh, lossp, consts, loss,
+                t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
+                hyper.eps, TIED=tied, **blocks)

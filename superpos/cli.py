@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=_seconds, default=CHECKPOINT_SECONDS, metavar="SECONDS",
                      help="save a training chunk's state this often, so a kill loses at most this much work "
                           "(default: %(default).0f; 0: as often as possible; inf: never)")
+    run.add_argument("--side-by-side", type=_positive_int, default=None, metavar="N",
+                     help="chunks trained at once (default: on a GPU, as many as fill it where each chunk is "
+                          "small, e.g. one group per dataset size; else 1)")
     run.add_argument("--no-plot", action="store_true", help="do not draw the figures into DIR/plots at the end")
     run.set_defaults(func=_cmd_run)
 
@@ -90,7 +93,8 @@ def _cmd_run(args) -> int:
     sweep = load_spec(args.spec, quick=args.quick)  # every spec error surfaces here, before DIR is touched
     _sigterm_interrupts()
     run_spec(sweep, args.out, backend=args.backend, quiet=args.quiet, chunk_size=args.chunk_size,
-             device=args.device, checkpoint_every=args.checkpoint_every, plot=False, argv=["superpos", "run"] + args.argv)
+             device=args.device, checkpoint_every=args.checkpoint_every, plot=False, argv=["superpos", "run"] + args.argv,
+             side_by_side=args.side_by_side)
     if args.no_plot or not _is_rank_zero():
         return 0
     return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet, verbose=False,

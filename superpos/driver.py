@@ -11,6 +11,9 @@
   and config, the resumed run's results are bit-identical to an uninterrupted one (same backend/device).
 - Divergence: models whose loss or weights stop being finite are stored with status "diverged".
 - Out of memory: a chunk that raises an OOM is split in two and each half retried (recursively).
+- Side by side: on a GPU, chunks that each keep only a few SMs busy (e.g. the double descent's one
+  group of 3 models per dataset size) train several at once, each in its own thread and CUDA stream
+  (superpos.side_by_side; `superpos run --side-by-side N` sets the count). Same results, bit for bit.
 - Several processes: under torchrun (WORLD_SIZE > 1) torch.distributed is initialised (nccl on CUDA,
   gloo otherwise); rank r trains the unfinished chunks i with i % world_size == r, all ranks write into
   the shared DIR, and rank 0 writes the final table after a barrier. The results equal a one-process run
@@ -32,6 +35,7 @@ import datetime
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +44,7 @@ import torch
 
 from .config import final_loss
 from .snapshots import chunk_extras, concat_extras
+from . import side_by_side
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .sweep import Group, Sweep, plan_chunks
 from .train import resolve_backend, train
@@ -308,13 +313,14 @@ def trained_chunks(store, todo) -> int:
 class _Progress:
     """The run's bar: counts whole models, and estimates the time left from work done, not models done
     (steps x batch x (n + m) per model, the cost CPU_WORK_BUDGET counts), so that groups of different
-    cost give an honest ETA. `start(...)` opens a chunk; the bar is then called with its model-steps."""
+    cost give an honest ETA. `start(chunk, ...)` opens a chunk and returns the callable its training
+    reports model-steps to; `finish(chunk)` closes it. Chunks trained side by side share the bar (a lock)."""
 
     def __init__(self, total_work: int, done_work: int, total_models: int, done_models: int, quiet, desc):
         self.bar = None
         self.total_models, self.models = total_models, done_models
-        self.cost = self.steps = 1
-        self.chunk_models = self.model_steps = 0
+        self.open = {}  # chunk -> [models, steps, cost, model-steps done]
+        self.lock = threading.Lock()
         if quiet:
             return
         from tqdm import tqdm
@@ -331,24 +337,29 @@ class _Progress:
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {models} [{elapsed}<{remaining}]")
         self._show()
 
-    def start(self, models: int, steps: int, cost: int, model_steps_done: int = 0):
-        """A chunk of `models`, each `steps` steps of `cost` work units; `model_steps_done` already done."""
-        self.chunk_models, self.steps, self.cost, self.model_steps = models, steps, cost, model_steps_done
+    def start(self, chunk, models: int, steps: int, cost: int, model_steps_done: int = 0):
+        """Chunk `chunk` of `models`, each `steps` steps of `cost` work units; `model_steps_done` already
+        done. Returns its progress callable (model-steps since the last call)."""
+        with self.lock:
+            self.open[chunk] = [models, steps, cost, model_steps_done]
+        return lambda model_steps: self._advance(chunk, model_steps)
 
-    def finish(self):
-        self.models += self.chunk_models
-        self.chunk_models = self.model_steps = 0
-        self._show()
+    def finish(self, chunk):
+        with self.lock:
+            self.models += self.open.pop(chunk)[0]
+            self._show()
 
-    def __call__(self, model_steps: int):
-        self.model_steps += model_steps
-        if self.bar is not None and model_steps:
-            self._show(refresh=False)
-            self.bar.update(model_steps * self.cost)
+    def _advance(self, chunk, model_steps: int):
+        with self.lock:
+            c = self.open[chunk]
+            c[3] += model_steps
+            if self.bar is not None and model_steps:
+                self._show(refresh=False)
+                self.bar.update(model_steps * c[2])
 
     def _show(self, refresh=True):
         if self.bar is not None:
-            done = self.models + self.model_steps // self.steps
+            done = self.models + sum(ms // steps for _, steps, _, ms in self.open.values())
             self.bar.models_text = f"{done}/{self.total_models} models"
             if refresh:
                 self.bar.refresh()
@@ -364,15 +375,21 @@ def model_cost(group: Group) -> int:
 
 
 def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chunk_size: int | None = None,
-              device=None, argv=None, train_fn=train, checkpoint_every: float = CHECKPOINT_SECONDS) -> dict:
+              device=None, argv=None, train_fn=train, checkpoint_every: float = CHECKPOINT_SECONDS,
+              side_by_side_count: int | None = None) -> dict:
     """Train every unfinished chunk of `sweep` into run directory `out`; returns a summary dict.
 
     checkpoint_every: seconds between checkpoints of a training chunk (0: at every chance; inf: never).
+    side_by_side_count: chunks trained at once (threads; on a GPU each its own stream); None: as many as
+    fill the GPU where the chunks are small (`chunks_side_by_side`), else one.
     Raises ValueError / RunError (nothing written) for a bad spec, a locked DIR, a DIR of another spec or
     a run larger than the free disk.
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if side_by_side_count is not None and (not isinstance(side_by_side_count, int)
+                                           or isinstance(side_by_side_count, bool) or side_by_side_count < 1):
+        raise ValueError(f"side_by_side_count must be a positive integer or None, got {side_by_side_count!r}")
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float)) \
             or not checkpoint_every >= 0:  # NaN fails this too
         raise ValueError(f"checkpoint_every must be a number of seconds in [0, inf], got {checkpoint_every!r}")
@@ -409,7 +426,8 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         dist.barrier()
         # "auto" stays "auto" for train(): a group without a kernel then says so and uses the torch path
         return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
-                           train_backend="auto" if requested == "auto" else None)
+                           train_backend="auto" if requested == "auto" else None,
+                           side_by_side_count=side_by_side_count)
     finally:
         if lock is not None:
             lock.release()
@@ -488,8 +506,31 @@ def _set_status(store, record, status, run_status=None, **fields) -> None:
         print(f"superpos: could not record status {status!r} in the manifest: {err}", file=sys.stderr)
 
 
+def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None) -> int:
+    """Chunks to train at once: `requested` when given; else, on a GPU with the triton backend,
+    side_by_side.auto_count from the chunks' programs and memory; else 1 (the torch path keeps the CPU's
+    cores, or the GPU, busy by itself)."""
+    if requested is not None:
+        return max(1, min(requested, len(todo)))
+    if dev.type != "cuda" or resolve_backend(backend) != "triton" or len(todo) < 2:
+        return 1
+    from .triton_backend import sm_count, unsupported_option
+
+    sms = sm_count(dev)
+    chunks = []
+    for i in todo:
+        g, start, stop = (int(x) for x in plan[i])
+        grp = sweep.groups[g]
+        if unsupported_option(grp.spec, grp.data) is not None:
+            return 1  # a group the kernels do not train: the torch path
+        chunks.append((side_by_side.programs_per_launch(grp, stop - start, sms),
+                       (stop - start) * bytes_per_model(grp, "triton")))
+    free, _ = torch.cuda.mem_get_info(dev)
+    return side_by_side.auto_count(chunks, sms, free)
+
+
 def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
-                train_backend=None) -> dict:
+                train_backend=None, side_by_side_count=None) -> dict:
     t_start = time.perf_counter()
     plan = store.read_plan()
     n_chunks = len(plan)
@@ -522,36 +563,53 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
     bar = _Progress(sum(int(sizes[i]) * costs[i] for i in mine), done_work, int(sizes[mine].sum()) if mine else 0,
                     sum(int(sizes[i]) for i in mine if i in done), quiet or dist.rank != 0, desc)
     _preload()  # one-time imports happen here, not inside the first chunk
-    train_seconds = 0.0
-    trained_models = 0
+    totals = {"train_seconds": 0.0, "models": 0}
     counts = {"ok": 0, "diverged": 0}
-    t_loop = time.perf_counter()
-    try:
-        for i in todo:
-            g, start, stop = (int(x) for x in plan[i])
-            grp = sweep.groups[g]
-            pop = sweep.population(start, stop)
-            resume = store.read_checkpoint(i, start, stop)
-            bar.start(stop - start, grp.cfg.steps, model_cost(grp), (stop - start) * (resume.step if resume else 0))
-            saver = _Checkpointer(store, i, start, stop, checkpoint_every)
-            t1 = time.perf_counter()
-            W, b, hist, steps, status, splits, extra, trained_by = train_splitting(
-                pop, grp.cfg, train_backend or backend, dev, bar, train_fn, resume=resume, checkpoint=saver)
-            t2 = time.perf_counter()
-            rows = chunk_rows(sweep, i, start, stop, hist, status, W)
-            tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
-                       "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
-                       "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
-            info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
-                    "device": str(dev), "host": record["host"], "backend": trained_by, "train_seconds": t2 - t1,
-                    "resumed_from_step": resume.step if resume is not None else 0,
-                    "oom_splits": splits, "finished": now_iso()}
-            store.write_chunk(i, tensors, rows, info)
-            bar.finish()
-            train_seconds += t2 - t1
-            trained_models += stop - start
+    lock = threading.Lock()
+    stop_all = threading.Event()  # side by side: set when a chunk fails, so that the others stop
+
+    def train_chunk(i):
+        g, start, stop = (int(x) for x in plan[i])
+        grp = sweep.groups[g]
+        pop = sweep.population(start, stop)
+        resume = store.read_checkpoint(i, start, stop)
+        report = bar.start(i, stop - start, grp.cfg.steps, model_cost(grp),
+                           (stop - start) * (resume.step if resume else 0))
+
+        def progress(model_steps):
+            if stop_all.is_set():
+                raise side_by_side.Stopped
+            report(model_steps)
+        saver = _Checkpointer(store, i, start, stop, checkpoint_every)
+        t1 = time.perf_counter()
+        W, b, hist, steps, status, splits, extra, trained_by = train_splitting(
+            pop, grp.cfg, train_backend or backend, dev, progress, train_fn, resume=resume, checkpoint=saver)
+        t2 = time.perf_counter()
+        rows = chunk_rows(sweep, i, start, stop, hist, status, W)
+        tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
+                   "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
+                   "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
+        info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
+                "device": str(dev), "host": record["host"], "backend": trained_by, "train_seconds": t2 - t1,
+                "side_by_side": count, "resumed_from_step": resume.step if resume is not None else 0,
+                "oom_splits": splits, "finished": now_iso()}
+        store.write_chunk(i, tensors, rows, info)
+        bar.finish(i)
+        with lock:
+            totals["train_seconds"] += t2 - t1
+            totals["models"] += stop - start
             for s in status:
                 counts[s] = counts.get(s, 0) + 1
+
+    count = chunks_side_by_side(sweep, plan, todo, train_backend or backend, dev, side_by_side_count)
+    record["side_by_side"] = count
+    t_loop = time.perf_counter()
+    try:
+        if count == 1:
+            for i in todo:
+                train_chunk(i)
+        else:
+            side_by_side.run(todo, count, train_chunk, dev, stop_all)
     except KeyboardInterrupt:
         if dist.rank == 0:
             _set_status(store, record, "interrupted", "incomplete", chunks_trained=trained_chunks(store, todo))
@@ -564,11 +622,13 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
         bar.close()
     t_loop_end = time.perf_counter()
     dist.barrier()
+    train_seconds, trained_models = totals["train_seconds"], totals["models"]
 
     summary = {"dir": str(store.dir), "n_models": sweep.n_models, "n_chunks": n_chunks, "chunks_trained": len(todo),
                "models_trained": trained_models, "ok": counts.get("ok", 0), "diverged": counts.get("diverged", 0),
                "train_seconds": train_seconds, "loop_seconds": t_loop_end - t_loop, "complete": False}
-    summary["overhead_fraction"] = (summary["loop_seconds"] - train_seconds) / summary["loop_seconds"] \
+    # side by side, the chunks' training times overlap (their sum exceeds the loop's): no overhead then
+    summary["overhead_fraction"] = max(0.0, (summary["loop_seconds"] - train_seconds) / summary["loop_seconds"]) \
         if summary["loop_seconds"] > 0 else 0.0
     if dist.rank == 0:
         complete = len(store.done_chunks(n_chunks)) == n_chunks

@@ -11,18 +11,19 @@ from .sweep import Sweep, parse_spec
 
 def run_spec(spec, out, quick: bool = False, backend: str = "auto", quiet: bool = False,
              chunk_size: int | None = None, device=None, checkpoint_every: float = CHECKPOINT_SECONDS,
-             plot: bool = True, plot_format: str = "png", argv=None):
+             plot: bool = True, plot_format: str = "png", argv=None, side_by_side: int | None = None):
     """Train every model of `spec` into run directory `out`, draw its figures into `out/plots`, and
     return the run (`superpos.store.Run`: `.table`, `.weights(ids)`, `.loss_history(ids)`).
 
     spec: a path to a TOML file, TOML text, a dict (as TOML would parse) or a Sweep. Like `superpos run`:
     rerunning resumes (finished chunks are kept, an unfinished one continues from its last checkpoint,
     taken every `checkpoint_every` seconds), a DIR of another spec or backend is refused, bad input raises
-    a ValueError naming the field before anything is written.
+    a ValueError naming the field before anything is written. side_by_side: chunks trained at once
+    (default: as many as fill the GPU where chunks are small, else one; superpos.side_by_side).
     """
     sweep = spec if isinstance(spec, Sweep) else parse_spec(spec, quick=quick)
     run_sweep(sweep, out, backend=backend, quiet=quiet, chunk_size=chunk_size, device=device, argv=argv,
-              checkpoint_every=checkpoint_every)
+              checkpoint_every=checkpoint_every, side_by_side_count=side_by_side)
     if plot and _is_rank_zero():
         _, skipped = draw_figures(out, plot_format)
         if not quiet:
