@@ -17,7 +17,10 @@ oracle's from that same state (relative norm per model): the per-step error at a
 the history (the float32 reference's figure is the floor: its weights are rounded to float32).
 A distance that grows step by step from the first says the kernel's per-step error is larger than
 float32 rounding; one that stays at the reference's level and then jumps says two float32 paths parted at
-a ReLU boundary. --device cpu runs it under TRITON_INTERPRET=1 (small cases only).
+a ReLU boundary. --device cpu runs it under TRITON_INTERPRET=1 (small cases only); there every tl.dot is
+numpy's float32 matmul (BLAS blocking) plus the accumulator, and --fma-dot instead accumulates it as the
+GPU's FMA lowering of an ieee tl.dot does: acc = fma(a[:, k], b[k, :], acc) for k in order from the
+accumulator passed in (each fma exact in float64, then rounded to float32: a single rounding).
 """
 import argparse
 import json
@@ -78,6 +81,24 @@ def local_step(sp, torch, np, pop, S0, prec, split, device, batch):
     return err(got).numpy(), err(ref).numpy()
 
 
+def use_sequential_fma_dot():
+    """The interpreter's tl.dot as the GPU's FMA lowering computes an ieee dot (see the docstring)."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    plain = interpreter.InterpreterBuilder.create_dot
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.data.dtype != np.float32 or b.data.dtype != np.float32:
+            return plain(self, a, b, d, input_precision, max_num_imprecise_acc)
+        acc = np.array(d.data, dtype=np.float32)
+        A, B = a.data.astype(np.float64), b.data.astype(np.float64)
+        for k in range(A.shape[-1]):
+            acc = (acc + A[..., :, k:k + 1] * B[..., k:k + 1, :]).astype(np.float32)
+        return interpreter.TensorHandle(acc, d.dtype.scalar)
+    interpreter.InterpreterBuilder.create_dot = create_dot
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cases", nargs="+", help="N,M,K,PRECISION[,split|fused][,sparse]")
@@ -85,6 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda")
     p.add_argument("--local", type=int, default=20, help="the trained state's step for the one-step check (0: none)")
+    p.add_argument("--fma-dot", action="store_true", help="--device cpu: tl.dot as the GPU's sequential FMA")
     p.add_argument("--out", help="append one JSON line per case and step count")
     args = p.parse_args(argv)
     if args.device == "cpu":
@@ -92,6 +114,8 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    if args.fma_dot:
+        use_sequential_fma_dot()
     import superpos as sp
     from superpos.reference import forward_backward, train_torch
     for case in args.cases:

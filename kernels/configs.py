@@ -32,6 +32,8 @@
             on sm_80) | 16, 8: 397 | 32, 8: 262                  -> 16, 4; fused only at MP=16
     tf32x3  8, 4: 559 | 16, 4: 315 | 32, 4: 266 (264 B) | 16, 2: 271 (240 B) | 16, 8: 555 | 32, 8: 394
                                                                -> 16, 4, split only (255 registers on sm_80)
+  On Hopper the plain model at MP=32 ieee takes 32, 4 (TILED_SM90_PLAIN, measured 0.77x / 0.78x the time
+  of 16, 4 for uniform / geometry on an H200; spill-free on sm_90 only for plain data).
   MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
   8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
   (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
@@ -40,6 +42,8 @@
 FMA contraction is set explicitly (fp_fusion=True: faster, and only the loss/gradient arithmetic is
 affected, within float32 rounding; the data and AdamW's sqrt/div are exact either way).
 """
+import contextlib
+import contextvars
 from dataclasses import dataclass, replace
 
 import triton
@@ -70,6 +74,30 @@ FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave th
 TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (16, "tf32x3"): (16, 4, False, None),
          (32, "ieee"): (16, 4, False, None), (32, "tf32"): (16, 4, False, 168), (32, "tf32x3"): (16, 4, False, None),
          (64, "ieee"): (8, 8, False, None), (64, "tf32"): (16, 4, False, None), (64, "tf32x3"): (8, 8, False, None)}
+# Hopper (sm_90) blocks for the plain model (the Gram family, plain data): measured faster on an H200
+# (bench/tune_gpu.py, 2026-11-27: BG 32 at MP=32 ieee, uniform 950 -> 728 ms per 1,000 steps, geometry
+# 1,483 -> 1,163) but they spill elsewhere (compile check: 16-80 B on sm_80; 208-248 B with correlated
+# sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere, so it is not here).
+TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None)}
+# The GPU launches are for where no CUDA device says (launches captured on a CPU to be compiled for a
+# target: compile_check, the cost model): (major, minor), or None for the generic table.
+_TARGET = contextvars.ContextVar("superpos_target_capability", default=None)
+
+
+@contextlib.contextmanager
+def target_capability(capability):
+    """Choose blocks for a GPU of this compute capability ((9, 0): Hopper) while capturing launches."""
+    token = _TARGET.set(None if capability is None else tuple(capability))
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
+
+
+def current_target():
+    return _TARGET.get()
+
+
 # ieee: float32 FMA (CUDA cores); tf32x3: near float32 on tensor cores (below ieee where sums cancel); tf32: tensor cores, ~1e-3 products
 PRECISIONS = ("ieee", "tf32x3", "tf32")
 
@@ -101,10 +129,12 @@ def tiny_params(n: int, m: int, untied: bool) -> int:
 
 
 def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee", gram: bool = True,
-                  untied: bool = False, finite_dataset: bool = False) -> KernelConfig:
+                  untied: bool = False, finite_dataset: bool = False, plain: bool = False,
+                  capability=None) -> KernelConfig:
     """gram: the model family has the Gram form (tied, no hidden activation); untied: a decoder W_dec and
     b_hidden besides W, b (the block path then holds two [BG, MP, NP] accumulators); finite_dataset: the
-    data is a finite dataset (the tiled tile halves, TILED_HALF_TILE)."""
+    data is a finite dataset (the tiled tile halves, TILED_HALF_TILE); plain: the plain model and data (no
+    option set); capability: the GPU's (major, minor), None for the generic blocks (TILED_SM90_PLAIN)."""
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {', '.join(PRECISIONS)}, got {input_precision!r}")
     groups = triton.cdiv(batch_size, 4)
@@ -125,7 +155,10 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
-    BG, warps, fused_ok, max_registers = TILED[MP, input_precision]
+    entry = TILED[MP, input_precision]
+    if plain and capability is not None and capability[0] == 9:  # Hopper: the blocks measured there
+        entry = TILED_SM90_PLAIN.get((MP, input_precision), entry)
+    BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
     return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,

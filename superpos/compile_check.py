@@ -54,16 +54,24 @@ def variant_population(n: int, m: int, activation: str, variant: str, K: int):
 
 
 def shape_launches(n: int, m: int, batch: int = BATCH, precisions=("ieee", "tf32x3", "tf32"), activations=("relu", "linear"),
-                   variants=("plain",)):
+                   variants=("plain",), capability=None):
     """[(label dict, Launch)] for every launch the launcher may make for this shape (and each variant
-    the kernel of this shape implements)."""
+    the kernel of this shape implements) on a GPU of this compute capability (None: the generic blocks;
+    kernels.configs.TILED_SM90_PLAIN differ on Hopper, (9, 0))."""
+    from .kernels.configs import target_capability
     out = []
-    for variant in variants:
-        out += _variant_launches(n, m, batch, precisions, activations, variant)
+    with target_capability(capability):
+        for variant in variants:
+            out += _variant_launches(n, m, batch, precisions, activations, variant, capability)
     return out
 
 
-def _variant_launches(n, m, batch, precisions, activations, variant):
+def _capability_class(arch: int):
+    """The capability whose blocks a target gets: Hopper (9, 0), the generic table elsewhere."""
+    return (9, 0) if arch // 10 == 9 else None
+
+
+def _variant_launches(n, m, batch, precisions, activations, variant, capability=None):
     """shape_launches for one variant ([] where the launcher has no kernel for it)."""
     from .config import TrainConfig
     from .kernels.configs import choose_config
@@ -76,7 +84,7 @@ def _variant_launches(n, m, batch, precisions, activations, variant):
     for activation in activations:
         pop = variant_population(n, m, activation, variant, 4)
         for prec in precisions:
-            kcfg = choose_config(n, m, batch, prec, **family_config(pop.spec, pop.data))
+            kcfg = choose_config(n, m, batch, prec, **family_config(pop.spec, pop.data), capability=capability)
             if kcfg.kind == "small" and prec != precisions[0]:
                 continue  # no tl.dot in the small kernel: the precision does not change it
             modes = [None] if kcfg.kind == "small" else [True] + ([False] if kcfg.fused_ok else [])
@@ -105,10 +113,14 @@ def compile_report(shapes=SHAPES, archs=ARCHS, precisions=("ieee", "tf32x3", "tf
 
     rows = []
     for n, m in shapes:
-        labelled = shape_launches(n, m, precisions=precisions, activations=activations, variants=variants)
+        by_class = {}  # the launches for each capability class (captured once per class)
         seen = set()  # per shape: with n, m unspecialized, shapes of one config share a compile (cached)
         for arch in archs:
-            for label, launch in labelled:
+            cls = _capability_class(arch)
+            if cls not in by_class:
+                by_class[cls] = shape_launches(n, m, precisions=precisions, activations=activations,
+                                               variants=variants, capability=cls)
+            for label, launch in by_class[cls]:
                 key = launch.specialization_key(arch)
                 if key in seen:
                     continue

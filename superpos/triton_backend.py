@@ -52,7 +52,15 @@ def kernel_kind(spec, batch_size: int = 1024) -> str:
 def family_config(spec, data=None) -> dict:
     """The family's (and the data's, when given) keyword arguments of kernels.configs.choose_config."""
     return {"gram": spec.tied and spec.hidden_activation == "none", "untied": not spec.tied,
-            "finite_dataset": data is not None and data.dataset_size is not None}
+            "finite_dataset": data is not None and data.dataset_size is not None,
+            "plain": data is not None and not _options_in_use(spec, data)}
+
+
+def launch_capability(device: torch.device):
+    """The compute capability the launches are for: the CUDA device's, else the target set around a
+    capture (kernels.configs.target_capability; None: the generic blocks)."""
+    from .kernels.configs import current_target
+    return torch.cuda.get_device_capability(device) if device.type == "cuda" else current_target()
 
 
 def unsupported_option(spec, data, kind: str | None = None, batch_size: int = 1024) -> str | None:
@@ -155,7 +163,8 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
     device = _device(device)
     check_device(device, input_precision)
     n, m = pop.spec.n_features, pop.spec.n_hidden
-    kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec, pop.data))
+    kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec, pop.data),
+                         capability=launch_capability(device))
     kcfg = with_overrides(kcfg, kernel_config)
     if kcfg.kind == "small":
         launch = train_small

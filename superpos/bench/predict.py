@@ -112,7 +112,7 @@ def _profiles(launches: list, arch: int) -> tuple:
 def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
             arch: int = cm.ARCH) -> dict:
     """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
-    from ..kernels.configs import choose_config, use_split
+    from ..kernels.configs import choose_config, target_capability, use_split
     from ..triton_backend import family_config
     if device not in cm.DEVICES:
         raise ValueError(f"device must be one of {', '.join(cm.DEVICES)}, got {device!r}")
@@ -122,13 +122,16 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     K = K or workload.models[-1]
     cfg = workload.train_config()
     pop = workload.population(K)
-    kcfg = choose_config(workload.n, workload.m, cfg.batch_size, precision, **family_config(pop.spec, pop.data))
+    capability = (arch // 10, arch % 10)
+    kcfg = choose_config(workload.n, workload.m, cfg.batch_size, precision, **family_config(pop.spec, pop.data),
+                         capability=capability)
     options = {"input_precision": precision}
     mode = "small"
     if kcfg.kind == "tiled":
         options["split"] = use_split(kcfg, K, dev.sms)
         mode = "split" if options["split"] else "fused"
-    launches = capture_launches(pop, cfg, **options)
+    with target_capability(capability):  # the blocks a GPU of this target gets
+        launches = capture_launches(pop, cfg, **options)
     profiles, distinct, uncompiled = _profiles(launches, arch)
 
     counts, seconds_by, resource_s = Counter(), Counter(), Counter()

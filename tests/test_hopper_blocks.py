@@ -1,0 +1,68 @@
+"""Hopper's own tiled blocks (kernels.configs.TILED_SM90_PLAIN: BG 32 at MP=32 ieee, measured faster on an
+H200, spilling elsewhere): chosen only for the plain model on sm_90, and the kernels they give train the
+reference's models with every contract (launch modes and alone vs crowd bit-identical) - under the
+interpreter, with the Hopper target set as compile_check and the cost model set it."""
+import numpy as np
+import pytest
+import torch
+
+import superpos as sp
+from superpos.reference import forward_backward, train_torch
+
+from conftest import rel_err
+
+pytest.importorskip("triton")
+from superpos.kernels.configs import TILED_SM90_PLAIN, choose_config, target_capability  # noqa: E402
+from superpos.triton_backend import family_config, launch_capability  # noqa: E402
+
+
+def test_hopper_blocks_only_for_the_plain_model_on_sm90():
+    plain = {"gram": True, "plain": True}
+    generic = choose_config(400, 30, 1024, "ieee", **plain)
+    hopper = choose_config(400, 30, 1024, "ieee", **plain, capability=(9, 0))
+    assert (hopper.BG, hopper.num_warps) == TILED_SM90_PLAIN[32, "ieee"][:2] and hopper.BG == 2 * generic.BG
+    assert hopper.slice_size == 4 * hopper.BG
+    for cap in ((8, 0), (8, 9), (10, 0), None):  # elsewhere the generic blocks (BG 32 spills on sm_80)
+        assert choose_config(400, 30, 1024, "ieee", **plain, capability=cap) == generic
+    for prec in ("tf32", "tf32x3"):  # only ieee has Hopper blocks
+        assert choose_config(400, 30, 1024, prec, **plain, capability=(9, 0)) == choose_config(400, 30, 1024, prec, **plain)
+    # an option set (correlated sets spill 208-248 B at BG 32 on sm_90), a finite dataset, another family
+    for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True},
+               {"gram": False, "untied": True}):
+        assert choose_config(400, 30, 1024, "ieee", **kw, capability=(9, 0)).BG < hopper.BG
+    pop = sp.Population(sp.ModelSpec(400, 30), feature_probability=0.1, importance=1.0, seed=[0])
+    assert family_config(pop.spec, pop.data)["plain"] and not family_config(pop.spec)["plain"]
+    sets = sp.Population(sp.ModelSpec(400, 30), feature_probability=0.1, importance=1.0, seed=[0], data=sp.DataSpec(correlated_sets=[[0, 1]]))
+    assert not family_config(sets.spec, sets.data)["plain"]
+
+
+def _pop(n, m, K):
+    g = np.random.default_rng(11 * n + m)
+    return sp.Population(sp.ModelSpec(n, m, "relu"), feature_probability=g.uniform(0.1, 1.0, (K, n)),
+                         importance=g.uniform(0.2, 1.0, (K, n)), seed=list(range(K)))
+
+
+def test_hopper_blocks_train_the_reference_models_in_every_mode():
+    n, m, K, B = 40, 20, 3, 300  # MP = 32: BG 32, slices of 128 samples (the last one partial)
+    pop = _pop(n, m, K)
+    with target_capability((9, 0)):
+        assert launch_capability(torch.device("cpu")) == (9, 0)
+        cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
+        got = sp.train(pop, cfg, backend="triton", split=True)
+        ref = train_torch(pop, cfg)
+        x = sp.sample_batch(pop, 0, B).double()
+        loss, dW, _ = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), True)
+        sure = dW.abs() > 1e-6  # where AdamW's first step is well conditioned (see test_kernels.py)
+        assert rel_err(got.W[sure], ref.W[sure]) < 1e-5
+        assert rel_err(got.loss_history[:, 0], loss.float()) < 1e-5
+        cfg = sp.TrainConfig(steps=4, batch_size=B, log_every=2)
+        split = sp.train(pop, cfg, backend="triton", split=True)
+        fused = sp.train(pop, cfg, backend="triton", split=False)
+        alone = sp.train(pop.select([K - 1]), cfg, backend="triton", split=True)
+    assert launch_capability(torch.device("cpu")) is None  # the target is set only inside the block
+    assert torch.equal(split.W, fused.W) and torch.equal(split.loss_history, fused.loss_history)
+    assert torch.equal(alone.W[0], split.W[K - 1]) and torch.equal(alone.b[0], split.b[K - 1])
+    ref = train_torch(pop, cfg)
+    assert rel_err(split.W, ref.W) < 1e-4 and rel_err(split.loss_history, ref.loss_history) < 1e-4
+    generic = sp.train(pop, cfg, backend="triton", split=True)  # BG 16: another summation order
+    assert rel_err(generic.W, split.W) < 1e-4
