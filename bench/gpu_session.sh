@@ -3,7 +3,8 @@
 # A machine start costs 30-100 s; a call made within 30 s of the last one's return finds the machine still
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~6.5 min of timeouts)
-#   bash bench/gpu_session.sh dd small   # at once after it (warm): the paper-size double descent, phase kernels
+#   bash bench/gpu_session.sh dd         # at once after it (warm): the paper-size double descent (~5 min)
+#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after, torch.compile)
 #   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile sweep scaling
 # What the sessions so far left open (bench/README.md, "Second GPU session"): the tiled kernel's GPU-only
 # accuracy gap at n=400 (accuracy), the GPU tests, tf32x3 and the tiled kernels against the peers
