@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import superpos as sp
-from superpos.reference import forward_backward, train_torch
+from superpos.reference import train_torch
 
-from conftest import rel_err
+from conftest import assert_first_step_like_reference, rel_err
 
 pytest.importorskip("triton")
 from superpos.kernels.configs import TILED_SM90_PLAIN, choose_config, target_capability  # noqa: E402
@@ -47,14 +47,7 @@ def test_hopper_blocks_train_the_reference_models_in_every_mode():
     pop = _pop(n, m, K)
     with target_capability((9, 0)):
         assert launch_capability(torch.device("cpu")) == (9, 0)
-        cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
-        got = sp.train(pop, cfg, backend="triton", split=True)
-        ref = train_torch(pop, cfg)
-        x = sp.sample_batch(pop, 0, B).double()
-        loss, dW, _ = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), True)
-        sure = dW.abs() > 1e-6  # where AdamW's first step is well conditioned (see test_kernels.py)
-        assert rel_err(got.W[sure], ref.W[sure]) < 1e-5
-        assert rel_err(got.loss_history[:, 0], loss.float()) < 1e-5
+        assert_first_step_like_reference(pop, B, split=True)
         cfg = sp.TrainConfig(steps=4, batch_size=B, log_every=2)
         split = sp.train(pop, cfg, backend="triton", split=True)
         fused = sp.train(pop, cfg, backend="triton", split=False)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import superpos as sp
-from superpos.reference import forward_backward, train_torch
+from superpos.reference import train_torch
 
-from conftest import rel_err
+from conftest import assert_first_step_like_reference, rel_err
 
 pytest.importorskip("triton")
 from superpos.kernels.configs import TUNABLE, choose_config, with_overrides  # noqa: E402
@@ -47,14 +47,7 @@ def test_bad_overrides_are_refused_in_one_line(bad, message):
 def test_overridden_blocks_match_the_reference(n, m, B, override):
     K = 2
     pop = _pop(n, m, K)
-    cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
-    got = sp.train(pop, cfg, backend="triton", kernel_config=override)
-    ref = train_torch(pop, cfg)
-    x = sp.sample_batch(pop, 0, B).double()
-    loss, dW, db = forward_backward(pop.W.double(), pop.b.double(), x, pop.importance.double(), True)
-    sure = dW.abs() > 1e-6  # where AdamW's first step is well conditioned (see test_kernels.py)
-    assert rel_err(got.W[sure], ref.W[sure]) < 1e-5
-    assert rel_err(got.loss_history[:, 0], loss.float()) < 1e-5
+    assert_first_step_like_reference(pop, B, kernel_config=override)
     cfg = sp.TrainConfig(steps=6, batch_size=B, log_every=2)
     got, ref = sp.train(pop, cfg, backend="triton", kernel_config=override), train_torch(pop, cfg)
     for a, b in ((got.W, ref.W), (got.b, ref.b), (got.loss_history, ref.loss_history)):
