@@ -192,7 +192,14 @@ DEVICES = {
 # wavefront per clock, 5.5 TB/s of L2, all at 1.98 GHz). Which share of each factor is the clock (1.755
 # GHz sustained would be 1.13), scheduler stalls with 3 warps per scheduler (the small kernel at 168
 # registers), shared-memory bank conflicts in Triton's FMA dot, or the split mode's x scratch spilling
-# from L2 to HBM (105-164 MB) is for bench/gpu_session.sh's `profile` step to read from the hardware.
+# from L2 to HBM (105-164 MB) was read by Nsight Compute on an H200 (same kernels, same speeds;
+# bench/results/h200-2026-11-27/call3-profile.txt), per class:
+#   issue: the clock holds (1.98 GHz), but the small kernel issues 2.55-2.60 warp-instructions per clock,
+#     not 4 (3 warps per scheduler, 1.3 eligible): 1/0.64 = 1.57 of the 1.68.
+#   lsu: the L1/shared pipe is 91% busy in uniform ieee and 58% of its shared-load wavefronts are bank
+#     conflicts (4.3-way): the model counts conflict-free wavefronts, half the real number.
+#   l2 (chip): wrong class: tf32 reaches only 33% of L2 and 55% of L1; it waits on global-load latency
+#     (0.38 eligible warps of 2.7) with the SM clock down to 1.79 GHz under that load.
 #   latency   intro 1.26 (one-warp programs; the tiled kernels' latency-bound launches - tf32x3, computation -
 #             are scaled by it too, unmeasured: their calibrated figures are the least certain)
 #   issue     phase 1.68, phase3 1.64, scaling (K=10^6) 1.81         -> 1.71 (mean)
