@@ -49,6 +49,11 @@ def _computation_arrays(K: int, n: int):
     return np.array([1, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001])[np.arange(K) % 7], 0.8 ** np.arange(n)
 
 
+def _double_descent_arrays(K: int, n: int):
+    """Double descent (Henighan et al. 2023): S = 0.999 (density 0.001), importance 1."""
+    return 0.001, 1.0
+
+
 def _uniform_arrays(K: int, n: int):
     """Uniform superposition: 1/(1 - S) from 1 to 1000, log spaced over the K models; importance 1."""
     return 10.0 ** -np.linspace(0, 3, K), 1.0
@@ -139,6 +144,12 @@ PREDICT_ONLY = {w.name: w for w in [
              _computation_arrays, precisions=("ieee", "tf32"), quick_models=(7,), quick_steps=10,
              spec_options=(("tied", False), ("hidden_activation", "relu"), ("target", "abs"),
                            ("value_range", "symmetric"))),
+    # one group of the double descent at paper size: 3 seeds of n=10,000, m=2 on a dataset of T = 100
+    # (the whole dataset each step): a few programs on a GPU, bound by one program's chain over n
+    Workload("double-descent", 10_000, 2, (3,), 1_000,
+             "double descent n=10,000, m=2: one dataset size (T = 100, full batch) x 3 seeds",
+             _double_descent_arrays, quick_models=(3,), quick_steps=10, batch_size=4096,
+             data_options=(("dataset_size", 100),)),
 ]}
 
 
