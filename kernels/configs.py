@@ -58,6 +58,12 @@ TINY_MAX_PARAMS = 30
 WORDS_PER_THREAD = 2  # Philox words per thread per lane: each keeps ~8 live 32-bit values while mixing
 PRODUCTS_PER_THREAD = 8  # elements of a [BG, MP, NP] product block per thread
 TILED_NC = 16
+# On Hopper, a finite dataset with the Gram family at MP=16 in ieee (the double descent: n=10,000, m=2,
+# a few programs, bound by one program's chain over n) takes 32-feature chunks, split mode only: half
+# the chunk loop's trips (predicted 1,102 -> 696 ms per 1,000 steps under Triton 3.6, 854 under 3.9).
+# Wider chunks spill: 64 predicted 542 but spilled 40 B under Triton 3.9 here, and elsewhere at MP=16
+# 195 of 336 kernels (compile check); this one spills 8-16 B at 64 on sm_86/sm_89, so it is Hopper's.
+TILED_DATASET_NC = 32
 FUSED_MIN_WAVES = 8  # fused mode from 8 models per SM: the partial last wave then costs under 12.5%
 # (MP, precision) -> (BG, warps, fused_ok, max_registers): fused_ok is False where the fused kernel (both
 # phases in one program) spills and the split ones do not; the slice (4 BG samples) fixes the sums' order,
@@ -161,7 +167,11 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
-    return KernelConfig("tiled", MP, TILED_NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
+    NC = TILED_NC
+    if (capability is not None and capability[0] == 9 and finite_dataset and gram and MP == 16
+            and input_precision == "ieee"):
+        NC, fused_ok = TILED_DATASET_NC, False
+    return KernelConfig("tiled", MP, NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
                         fused_ok=fused_ok, max_registers=max_registers if gram else None)
 
 

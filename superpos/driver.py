@@ -96,7 +96,7 @@ def chunk_budget(group: Group, backend: str, device: torch.device) -> int:
         cap = int(GPU_MEMORY_FRACTION * free) // per
     else:
         cap = CPU_MEMORY_BUDGET // per
-        work = group.cfg.steps * group.cfg.batch_size * (group.spec.n_features + group.spec.n_hidden)
+        work = group.cfg.steps * model_cost(group)
         cap = min(cap, int(CPU_WORK_BUDGET // work))
     return int(max(1, min(cap, MAX_CHUNK_MODELS)))
 
@@ -370,8 +370,9 @@ class _Progress:
 
 
 def model_cost(group: Group) -> int:
-    """Work of one model-step of `group` in the bar's units."""
-    return group.cfg.batch_size * (group.spec.n_features + group.spec.n_hidden)
+    """Work of one model-step of `group` in the bar's units (the batch a step really draws: a finite
+    dataset smaller than the batch is the whole batch)."""
+    return group.data.batch_size(group.cfg.batch_size) * (group.spec.n_features + group.spec.n_hidden)
 
 
 def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chunk_size: int | None = None,
@@ -608,8 +609,8 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
         if count == 1:
             for i in todo:
                 train_chunk(i)
-        else:
-            side_by_side.run(todo, count, train_chunk, dev, stop_all)
+        else:  # the costliest chunks first, so that the last to start are short (same results in any order)
+            side_by_side.run(sorted(todo, key=lambda i: -int(sizes[i]) * costs[i]), count, train_chunk, dev, stop_all)
     except KeyboardInterrupt:
         if dist.rank == 0:
             _set_status(store, record, "interrupted", "incomplete", chunks_trained=trained_chunks(store, todo))

@@ -1,7 +1,8 @@
 """Hopper's own tiled blocks (kernels.configs.TILED_SM90_PLAIN: BG 32 at MP=32 ieee, measured faster on an
 H200, spilling elsewhere): chosen only for the plain model on sm_90, and the kernels they give train the
 reference's models with every contract (launch modes and alone vs crowd bit-identical) - under the
-interpreter, with the Hopper target set as compile_check and the cost model set it."""
+interpreter, with the Hopper target set as compile_check and the cost model set it. Also Hopper's
+32-feature chunks for a finite dataset (kernels.configs.TILED_DATASET_NC, the double descent's config)."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,8 @@ from superpos.reference import train_torch
 from conftest import assert_first_step_like_reference, rel_err
 
 pytest.importorskip("triton")
-from superpos.kernels.configs import TILED_SM90_PLAIN, choose_config, target_capability  # noqa: E402
+from superpos.kernels.configs import (TILED_DATASET_NC, TILED_SM90_PLAIN, choose_config,  # noqa: E402
+                                      target_capability)
 from superpos.triton_backend import family_config, launch_capability  # noqa: E402
 
 
@@ -59,3 +61,35 @@ def test_hopper_blocks_train_the_reference_models_in_every_mode():
     assert rel_err(split.W, ref.W) < 1e-4 and rel_err(split.loss_history, ref.loss_history) < 1e-4
     generic = sp.train(pop, cfg, backend="triton", split=True)  # BG 16: another summation order
     assert rel_err(generic.W, split.W) < 1e-4
+
+
+def test_hopper_takes_wide_chunks_for_a_finite_dataset():
+    """The double descent's config on sm_90: 32-feature chunks, split mode only; elsewhere 16."""
+    dd = {"gram": True, "finite_dataset": True}
+    wide = choose_config(10_000, 2, 4096, "ieee", **dd, capability=(9, 0))
+    assert (wide.kind, wide.MP, wide.NP, wide.fused_ok) == ("tiled", 16, TILED_DATASET_NC, False) and wide.NP > 16
+    for cap in (None, (8, 0), (8, 9)):
+        assert choose_config(10_000, 2, 4096, "ieee", **dd, capability=cap).NP == 16
+    for prec in ("tf32", "tf32x3"):
+        assert choose_config(10_000, 2, 4096, prec, **dd, capability=(9, 0)).NP == 16
+    assert choose_config(10_000, 2, 4096, "ieee", gram=True, capability=(9, 0)).NP == 16  # no dataset
+    assert choose_config(10_000, 2, 4096, "ieee", gram=False, untied=True, finite_dataset=True,
+                         capability=(9, 0)).NP == 16
+    assert choose_config(10_000, 20, 4096, "ieee", **dd, capability=(9, 0)).NP == 16  # MP = 32
+
+
+def test_wide_chunks_train_the_reference_models():
+    n, m, K, T = 150, 4, 3, 20  # MP = 16; chunks of 32 features, the last one partial
+    g = np.random.default_rng(5)
+    pop = sp.Population(sp.ModelSpec(n, m, "relu"), feature_probability=g.uniform(0.05, 0.3, (K, n)),
+                        importance=g.uniform(0.2, 1.0, (K, n)), seed=list(range(K)),
+                        data=sp.DataSpec(dataset_size=T))
+    with target_capability((9, 0)):
+        assert choose_config(n, m, 64, "ieee", **family_config(pop.spec, pop.data), capability=(9, 0)).NP == 32
+        assert_first_step_like_reference(pop, 64)
+        cfg = sp.TrainConfig(steps=4, batch_size=64, log_every=2)
+        wide = sp.train(pop, cfg, backend="triton")
+        alone = sp.train(pop.select([1]), cfg, backend="triton")
+    assert torch.equal(alone.W[0], wide.W[1]) and torch.equal(alone.b[0], wide.b[1])
+    ref = train_torch(pop, cfg)
+    assert rel_err(wide.W, ref.W) < 1e-4 and rel_err(wide.loss_history, ref.loss_history) < 1e-4
