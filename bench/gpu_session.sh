@@ -93,8 +93,10 @@ for step in "${steps[@]}"; do
     dd)  # issue 14's double descent at paper size (n=10,000, m=2, T = 3 .. 3,000 x 3 seeds, 50,000 steps):
          # finished groups are kept if the limit cuts it short; draw it on the CPU with `superpos plot`
         rm -rf "$OUT/dd_run"
-        # one after another the 19 groups took ~32 min on the H200 (4 models in 150 s); side by side (the
-        # driver's default on a GPU, 16 at once) ~2 rounds of ~100-150 s; checkpoints every 30 s
+        # one after another the 19 groups took ~32 min on the H200 (4 models in 150 s, chunks of 16
+        # features); now side by side (the driver's default on a GPU: 16 at once, costliest first) with
+        # Hopper's 32-feature chunks (predicted 0.63x a step): estimated 2-4 min, not measured; checkpoints
+        # every 30 s
         run 300 double_descent python -m superpos run experiments/double_descent.toml --out "$OUT/dd_run" --no-plot \
             --checkpoint-every 30
         tar czf "$OUT/dd_run.tgz" -C "$OUT" dd_run && rm -rf "$OUT/dd_run" ;;
