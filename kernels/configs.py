@@ -161,15 +161,15 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
         BG = max(1, min(BG, triton.next_power_of_2(groups)))
         return KernelConfig("small", MP, NP, BG, warps, input_precision)
     MP = max(16, MP)
+    hopper = capability is not None and capability[0] == 9  # the blocks measured there
     entry = TILED[MP, input_precision]
-    if plain and capability is not None and capability[0] == 9:  # Hopper: the blocks measured there
+    if plain and hopper:
         entry = TILED_SM90_PLAIN.get((MP, input_precision), entry)
     BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
     NC = TILED_NC
-    if (capability is not None and capability[0] == 9 and finite_dataset and gram and MP == 16
-            and input_precision == "ieee"):
+    if hopper and finite_dataset and gram and MP == 16 and input_precision == "ieee":
         NC, fused_ok = TILED_DATASET_NC, False
     return KernelConfig("tiled", MP, NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
                         fused_ok=fused_ok, max_registers=max_registers if gram else None)

@@ -46,6 +46,7 @@ from .config import final_loss
 from .snapshots import chunk_extras, concat_extras
 from . import side_by_side
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
+from .spec import require_int
 from .sweep import Group, Sweep, plan_chunks
 from .train import resolve_backend, train
 
@@ -388,9 +389,8 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
     """
     if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if side_by_side_count is not None and (not isinstance(side_by_side_count, int)
-                                           or isinstance(side_by_side_count, bool) or side_by_side_count < 1):
-        raise ValueError(f"side_by_side_count must be a positive integer or None, got {side_by_side_count!r}")
+    if side_by_side_count is not None:
+        require_int("side_by_side_count", side_by_side_count, 1)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, float)) \
             or not checkpoint_every >= 0:  # NaN fails this too
         raise ValueError(f"checkpoint_every must be a number of seconds in [0, inf], got {checkpoint_every!r}")

@@ -79,5 +79,5 @@ def run(todo, count: int, train_chunk, device: torch.device, stop: threading.Eve
                     f.cancel()
     errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
     real = [e for e in errors if not isinstance(e, Stopped)]
-    if real or errors:
+    if errors:
         raise (real or errors)[0]
