@@ -510,29 +510,44 @@ def plot_feature_sets(density, W, sets, kind: str, title: str | None = None) -> 
 
 
 # --- learning dynamics ---------------------------------------------------------------------------
-def plot_learning_dynamics(snapshot_steps, dimensionality, loss_steps, loss, title: str | None = None) -> Figure:
+def plot_learning_dynamics(snapshot_steps, dimensionality, loss_steps, loss, title: str | None = None,
+                           label: str | None = None) -> Figure:
     """Every feature's dimensionality D_i over training (one line per feature, at the snapshot steps) above
     the loss curve, on a shared log-step axis (paper, "learning dynamics": D_i jumps between the
     fractions 1, 3/4, 2/3, 1/2, 2/5, ... as the loss drops in steps).
 
     snapshot_steps: (S,); dimensionality: (S, n); loss_steps: (L,); loss: (L,).
     """
-    steps = _numpy(snapshot_steps).ravel() + 1.0  # step 0 (the init) on a log axis
-    D = _numpy(dimensionality)
-    fig = _figure(8.0, 6.0)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.0, 1.0])
-    colors = colormaps["viridis"](np.linspace(0.0, 0.95, D.shape[1]))
-    for i in range(D.shape[1]):
-        top.plot(steps, D[:, i], color=colors[i], lw=0.8, alpha=0.8)
-    for frac in A.PAPER_FRACTIONS:
-        top.axhline(frac, color="0.8", lw=0.6, ls=":", zorder=0)
-    top.set_ylabel("feature dimensionality $D_i$")
-    top.set_ylim(-0.03, 1.05)
-    bottom.plot(_numpy(loss_steps).ravel() + 1.0, _numpy(loss).ravel(), color="k", lw=1.0)
-    bottom.set_yscale("log")
-    bottom.set_ylabel("loss")
-    bottom.set_xscale("log")
-    bottom.set_xlabel("step + 1 (log)")
+    return plot_learning_dynamics_panels([(label, snapshot_steps, dimensionality, loss_steps, loss)], title)
+
+
+def plot_learning_dynamics_panels(panels, title: str | None = None) -> Figure:
+    """plot_learning_dynamics for several models side by side, one column each (e.g. one density per
+    column: which levels the features pass through depends on the density).
+
+    panels: [(label or None, snapshot_steps (S,), dimensionality (S, n), loss_steps (L,), loss (L,))].
+    """
+    fig = _figure(max(8.0, 4.2 * len(panels)), 6.0)
+    axes = np.asarray(fig.subplots(2, len(panels), sharex="col", squeeze=False, height_ratios=[2.0, 1.0]))
+    for col, (label, snapshot_steps, dimensionality, loss_steps, loss) in enumerate(panels):
+        top, bottom = axes[0, col], axes[1, col]
+        steps = _numpy(snapshot_steps).ravel() + 1.0  # step 0 (the init) on a log axis
+        D = _numpy(dimensionality)
+        colors = colormaps["viridis"](np.linspace(0.0, 0.95, D.shape[1]))
+        for i in range(D.shape[1]):
+            top.plot(steps, D[:, i], color=colors[i], lw=0.8, alpha=0.8)
+        for frac in A.PAPER_FRACTIONS:
+            top.axhline(frac, color="0.8", lw=0.6, ls=":", zorder=0)
+        top.set_ylim(-0.03, 1.05)
+        if label:
+            top.set_title(label, fontsize=9)
+        bottom.plot(_numpy(loss_steps).ravel() + 1.0, _numpy(loss).ravel(), color="k", lw=1.0)
+        bottom.set_yscale("log")
+        bottom.set_xscale("log")
+        bottom.set_xlabel("step + 1 (log)")
+        if col == 0:
+            top.set_ylabel("feature dimensionality $D_i$")
+            bottom.set_ylabel("loss")
     fig.suptitle(title or "learning dynamics")
     return fig
 
@@ -982,18 +997,29 @@ def _fig_feature_sets(run, rows, where):
                              title=f"{run.name}: {where}\n{kind} sets {_sets_text(sets[0])} (best of seeds)")
 
 
+DYNAMICS_MAX_PANELS = 4  # columns of the learning-dynamics figure (densities, densest first)
+
+
 def _fig_dynamics(run, rows, where):
     rows = _ok(rows)
     if _column(rows, "snapshots", 0).max() == 0 and not any(str(v) not in ("[]", "nan", "0") for v in
                                                              _column(rows, "snapshot_steps", "[]")):
         raise SkipFigure("no snapshots (set [train] snapshots or snapshot_steps)")
-    best = rows.sort_values("final_loss", kind="stable").iloc[:1] if "final_loss" in rows else rows.iloc[:1]
-    snaps = run.snapshots(best["model_id"].tolist())
-    loss_steps, loss = run.loss_history(best["model_id"].tolist())
-    D = A.feature_dimensionality(_numpy(snaps["W"][0]))  # (S, n): the snapshots as a batch of models
-    return plot_learning_dynamics(snaps["steps"], D, loss_steps, loss[0],
-                                  title=f"{run.name}: {where}, model {int(best['model_id'].iloc[0])} "
-                                        f"({len(snaps['steps'])} snapshots)")
+    rows = rows.assign(feature_probability=_column(rows, "feature_probability"))
+    best = _best(rows, "feature_probability").sort_values("feature_probability", ascending=False)
+    if len(best) > DYNAMICS_MAX_PANELS:  # an even sample of the densities, both ends kept
+        best = best.iloc[np.unique(np.linspace(0, len(best) - 1, DYNAMICS_MAX_PANELS).round().astype(int))]
+    ids = best["model_id"].tolist()
+    snaps = run.snapshots(ids)
+    loss_steps, loss = run.loss_history(ids)
+    panels = []
+    for k, model_id in enumerate(ids):
+        D = A.feature_dimensionality(_numpy(snaps["W"][k]))  # (S, n): the snapshots as a batch of models
+        p = float(best["feature_probability"].iloc[k])
+        label = f"model {int(model_id)}" + (f", 1−S = {p:.3g}" if np.isfinite(p) else "")
+        panels.append((label, snaps["steps"], D, loss_steps, loss[k]))
+    return plot_learning_dynamics_panels(panels, title=f"{run.name}: {where} ({len(snaps['steps'])} snapshots, "
+                                                       f"best of seeds per density)")
 
 
 def _fig_privileged(run, rows, where):

@@ -426,6 +426,26 @@ def test_learning_dynamics_figure_needs_snapshots(tmp_path):
     assert len(fig.axes[0].get_lines()) == 6 + len(A.PAPER_FRACTIONS)
 
 
+def test_learning_dynamics_one_column_per_density(tmp_path):
+    """A sweep of densities with seeds draws one column per density (densest first), each the best seed's
+    snapshots: its D_i lines are those of the model's own snapshots."""
+    spec = {"name": "dyn", "model": {"n_features": 6, "n_hidden": 2},
+            "sweep": {"feature_probability": [0.3, 0.05], "seeds": 2},
+            "train": {"steps": 40, "batch_size": 32, "log_every": 5, "snapshots": 6}}
+    run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
+    fig = P._fig_dynamics(run, run.table, "here")
+    tops = [ax for ax in fig.axes if ax.get_ylabel() == "feature dimensionality $D_i$" or ax.get_title()]
+    titles = [ax.get_title() for ax in tops]
+    assert len(fig.axes) == 4 and len(titles) == 2
+    assert "1−S = 0.3" in titles[0] and "1−S = 0.05" in titles[1]
+    best = P._best(run.table, "feature_probability").sort_values("feature_probability", ascending=False)
+    for ax, model_id in zip(tops, best["model_id"]):
+        D = A.feature_dimensionality(run.snapshots([int(model_id)])["W"][0])
+        drawn = np.stack([line.get_ydata() for line in ax.get_lines()[:6]], axis=1)
+        assert f"model {int(model_id)}," in ax.get_title()
+        np.testing.assert_allclose(drawn, D, rtol=1e-6)
+
+
 def test_computation_figure_for_abs_models_only(tmp_path):
     """A run trained toward |x| gets the per-neuron weight heatmaps beside the computation counts; a run
     toward x skips it with its reason."""
