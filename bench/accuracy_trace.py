@@ -3,8 +3,10 @@ reference's (the GPU at-scale test's failing cases; bench/gpu_session.sh's `accu
 
     python bench/accuracy_trace.py --out $OUT/accuracy.jsonl 400,30,64,ieee 400,30,64,tf32x3 200,20,64,ieee
 
-Each case is N,M,K,PRECISION[,split|fused][,sparse]: the population of tests/test_kernels.py's _pop
-(densities uniform in [0.05, 1], importances in [0.1, 1]; `sparse`: densities in [0.005, 0.05]). For each
+Each case is N,M,K,PRECISION[,split|fused][,sparse][,nofusion]: the population of tests/test_kernels.py's _pop
+(densities uniform in [0.05, 1], importances in [0.1, 1]; `sparse`: densities in [0.005, 0.05]; `nofusion`:
+the kernels compiled without FMA contraction of their element-wise arithmetic, which the interpreter
+never contracts: a GPU-only difference that vanishes with it is the contraction's). For each
 step count S (--steps) it trains S steps from the same start three ways - the float64 oracle
 (reference.train_torch in float64), the float32 reference (backend torch) and the kernel - and prints
 the per-model relative distance ||(W, b) - oracle|| / ||oracle|| (median, 90th percentile, max) of the
@@ -58,7 +60,7 @@ def first_update(pop, got, grad64, cfg):
             "unsure_beyond_0.05lr": int((dev[~sure] > 0.05 * cfg.lr).sum())}
 
 
-def local_step(sp, torch, np, pop, S0, prec, split, device, batch):
+def local_step(sp, torch, np, pop, S0, prec, split, device, batch, overrides=None):
     """Per model: ||update - oracle's update|| / ||oracle's update|| for one step from the oracle's state
     after S0 steps (rounded to float32), for the kernel and the float32 reference."""
     from superpos.checkpoint import TrainCheckpoint
@@ -73,7 +75,8 @@ def local_step(sp, torch, np, pop, S0, prec, split, device, batch):
     W0 = start.params["W"].double()
     oracle = train_torch(pop, cfg, device=device, dtype=torch.float64, resume=start)
     ref = sp.train(pop, cfg, backend="torch", device=device, resume=start)
-    got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split, resume=start)
+    got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split, resume=start,
+                   kernel_config=overrides)
     du_o = (oracle.W.double().cpu() - W0).flatten(1)
 
     def err(res):
@@ -101,7 +104,7 @@ def use_sequential_fma_dot():
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cases", nargs="+", help="N,M,K,PRECISION[,split|fused][,sparse]")
+    p.add_argument("cases", nargs="+", help="N,M,K,PRECISION[,split|fused][,sparse][,nofusion]")
     p.add_argument("--steps", default="1,5,20,50", help="step counts (comma-separated)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cuda")
@@ -123,12 +126,16 @@ def main(argv=None) -> int:
         n, m, K, prec = int(f[0]), int(f[1]), int(f[2]), f[3]
         split = {"split": True, "fused": False}.get(next((x for x in f[4:] if x in ("split", "fused")), ""), None)
         sparse = "sparse" in f[4:]
+        overrides = {"fp_fusion": False} if "nofusion" in f[4:] else None
+        unknown = sorted(set(f[4:]) - {"split", "fused", "sparse", "nofusion"})
+        if unknown:
+            raise SystemExit(f"case {case}: options must be among split, fused, sparse, nofusion; got {unknown[0]}")
         pop = population(sp, np, n, m, K, sparse)
         for S in [int(s) for s in args.steps.split(",")]:
             cfg = sp.TrainConfig(steps=S, batch_size=args.batch_size, log_every=max(1, S // 5))
             oracle = train_torch(pop, cfg, device=args.device, dtype=torch.float64)
             ref = sp.train(pop, cfg, backend="torch", device=args.device)
-            got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split)
+            got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split, kernel_config=overrides)
             e_got, e_ref, e_gr = distances(torch, got, oracle), distances(torch, ref, oracle), distances(torch, got, ref)
             row = {"case": case, "steps": S, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                    **{f"{name}_{q}": float(np.quantile(e, v)) for name, e in
@@ -149,7 +156,8 @@ def main(argv=None) -> int:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
         if args.local:
-            e_got, e_ref = local_step(sp, torch, np, pop, args.local, prec, split, args.device, args.batch_size)
+            e_got, e_ref = local_step(sp, torch, np, pop, args.local, prec, split, args.device, args.batch_size,
+                                      overrides)
             row = {"case": case, "local_step_from": args.local, "kernel_median": float(np.median(e_got)),
                    "kernel_max": float(e_got.max()), "reference_median": float(np.median(e_ref)),
                    "reference_max": float(e_ref.max())}

@@ -62,8 +62,8 @@ for step in "${steps[@]}"; do
                # GPU only; tf32x3's first update where gradients cancel), beside the float32 reference's
         # (most telling first: a case cut by the limit loses only itself and those after it)
         run 150 accuracy python bench/accuracy_trace.py --out "$OUT/accuracy.jsonl" --steps 1,5,20,50 \
-            400,30,64,ieee 400,30,64,tf32x3 400,30,64,ieee,fused 200,20,64,ieee 400,30,64,tf32 \
-            400,30,64,ieee,sparse ;;
+            400,30,64,ieee 400,30,64,ieee,nofusion 400,30,64,tf32x3 400,30,64,ieee,fused 200,20,64,ieee \
+            400,30,64,tf32 400,30,64,ieee,sparse ;;
     small)  # the tiny-model kernels against torch.compile and JAX (torch eager: 10x slower, measured)
         run 90 bench_small "${bench[@]}" -w intro,phase,phase3 -b triton,jax,torch-compile ;;
     tiled)  # the tiled kernels: fp32-accurate (FMA and tf32x3) and tf32 against the two fastest peers

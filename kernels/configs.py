@@ -179,7 +179,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
 # other blocks on a GPU (bench/tune_gpu.py), where the cost model cannot be trusted to rank them. The
 # summation order follows BG and num_warps, so results are reproducible per setting but differ between
 # settings by float32 rounding; the defaults above are what every contract test checks.
-TUNABLE = ("BG", "num_warps", "max_registers", "num_stages")
+# fp_fusion (bool): FMA contraction of the element-wise arithmetic, off to test whether a GPU-only
+# rounding difference comes from it (bench/accuracy_trace.py's `nofusion` cases).
+TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion")
 
 
 def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
@@ -192,7 +194,11 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
     for key, value in overrides.items():
         if key == "max_registers" and value is None:
             continue
-        if not isinstance(value, int) or value < 1 or (key in ("BG", "num_warps") and value & (value - 1)):
+        if key == "fp_fusion":
+            if not isinstance(value, bool):
+                raise ValueError(f"kernel_config fp_fusion must be True or False, got {value!r}")
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (key in ("BG", "num_warps") and value & (value - 1)):
             raise ValueError(f"kernel_config {key} must be a positive int{' (a power of 2)' if key in ('BG', 'num_warps') else ''}"
                              f", got {value!r}")
     cfg = replace(cfg, **overrides)

@@ -148,7 +148,7 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
                  checkpoint=None, kernel_config: dict | None = None) -> TrainResult:
     """`split` (tiled kernels only): None picks by kernels.configs.use_split; the result is the same.
     kernel_config: block settings to measure instead of the chosen ones (kernels.configs.TUNABLE: BG,
-    num_warps, max_registers, num_stages), e.g. {"max_registers": 128}; for tuning on a GPU only.
+    num_warps, max_registers, num_stages, fp_fusion), e.g. {"max_registers": 128}; for tuning and diagnosis on a GPU.
 
     resume / checkpoint: as superpos.reference.train_torch (checkpoint is offered between launches).
     """

@@ -32,17 +32,20 @@ def test_overrides_replace_only_the_named_fields():
 @pytest.mark.parametrize("bad, message", [({"MP": 8}, "kernel_config keys must be among"),
                                           ({"BG": 48}, "kernel_config BG must be a positive int (a power of 2)"),
                                           ({"num_warps": 0}, "kernel_config num_warps must be"),
-                                          ({"max_registers": "many"}, "kernel_config max_registers must be")])
+                                          ({"max_registers": "many"}, "kernel_config max_registers must be"),
+                                          ({"BG": True}, "kernel_config BG must be a positive int"),
+                                          ({"fp_fusion": 1}, "kernel_config fp_fusion must be True or False")])
 def test_bad_overrides_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         with_overrides(choose_config(2, 1, 1024), bad)
-    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages"}
+    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion"}
 
 
 @pytest.mark.parametrize("n,m,B,override", [
     (2, 1, 300, {"BG": 64, "num_warps": 2}),     # tiny path: 2 warps per model, a partial tile
     (3, 2, 260, {"BG": 64}),                      # tiny path: two sample groups per thread
     (45, 20, 70, {"BG": 8, "num_warps": 8}),      # tiled: a smaller tile, more warps, several slices
+    (45, 20, 70, {"fp_fusion": False}),           # tiled without FMA contraction
 ])
 def test_overridden_blocks_match_the_reference(n, m, B, override):
     K = 2
