@@ -518,13 +518,14 @@ def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None) 
     from .triton_backend import sm_count, unsupported_option
 
     sms = sm_count(dev)
+    capability = torch.cuda.get_device_capability(dev)
     chunks = []
     for i in todo:
         g, start, stop = (int(x) for x in plan[i])
         grp = sweep.groups[g]
         if unsupported_option(grp.spec, grp.data) is not None:
             return 1  # a group the kernels do not train: the torch path
-        chunks.append((side_by_side.programs_per_launch(grp, stop - start, sms),
+        chunks.append((side_by_side.programs_per_launch(grp, stop - start, sms, capability),
                        (stop - start) * bytes_per_model(grp, "triton")))
     free, _ = torch.cuda.mem_get_info(dev)
     return side_by_side.auto_count(chunks, sms, free)
