@@ -122,6 +122,7 @@ class KernelConfig:
     fp_fusion: bool = True
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
     max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
+    fused_max_registers: int = 255  # tiled, fused kernel: its cap (a kernel_config max_registers sets both)
 
     def register_cap(self) -> dict:
         """The launch option that caps registers (none when ptxas decides)."""
@@ -202,6 +203,8 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
             raise ValueError(f"kernel_config {key} must be a positive int{' (a power of 2)' if key in ('BG', 'num_warps') else ''}"
                              f", got {value!r}")
     cfg = replace(cfg, **overrides)
+    if overrides.get("max_registers") is not None:  # a cap asked for applies to whichever mode runs
+        cfg = replace(cfg, fused_max_registers=overrides["max_registers"])
     return replace(cfg, slice_size=4 * cfg.BG) if cfg.kind == "tiled" else cfg
 
 

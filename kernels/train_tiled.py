@@ -355,8 +355,8 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
                    TABS=data.target_abs, TIED=tied)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
-    if not split:
-        with LAUNCH_LOCK:
+    if not split:  # maxnreg 255 unless a kernel_config caps it: Triton 3.9's ptxas otherwise capped the
+        with LAUNCH_LOCK:  # fused kernel at 168 registers (MP=16 tf32: 32 B spilled)
             _train_tiled_kernel[(K,)](xs,
                 state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
                 state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
@@ -364,7 +364,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
                 n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
                 hyper.coef, hyper.inv_bn, hyper.beta1, hyper.beta2, hyper.eps,
                 BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options, **blocks,
-                maxnreg=255)  # Triton 3.9's ptxas otherwise capped it at 168 registers (MP=16 tf32: 32 B spilled)
+                maxnreg=cfg.fused_max_registers)
         return
     state.W_out.copy_(state.W_in)
     state.b_out.copy_(state.b_in)

@@ -57,3 +57,30 @@ def test_overridden_blocks_match_the_reference(n, m, B, override):
         assert rel_err(a, b) < 1e-4
     assert got.status == ["ok"] * K
     assert torch.isfinite(got.W).all()
+
+
+CAPTURE = """
+import sys, superpos as sp
+from superpos.launch_capture import capture_launches
+pop = sp.Population(sp.ModelSpec(40, 20, "relu"), feature_probability=0.1, seed=[0, 1])
+cfg = sp.TrainConfig(steps=2, batch_size=64)
+for split in (False, True):
+    for override in (None, {"max_registers": 200}):
+        caps = [lc.kwargs.get("maxnreg") for lc in capture_launches(pop, cfg, split=split, kernel_config=override)
+                if "grads" in lc.name or "train_tiled" in lc.name]
+        print(split, override is not None, sorted(set(caps), key=str))
+"""
+
+
+def test_register_cap_reaches_the_tiled_kernel_in_either_mode():
+    """A kernel_config max_registers is the launch's maxnreg whichever mode runs (the fused kernel's
+    default is 255, the split gradient kernel's the table's: none at MP=32 ieee). Launches are captured in
+    a subprocess: the interpreter has no JIT launches to record."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", CAPTURE], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:4] == ["False False [255]", "False True [200]", "True False [None]",
+                                          "True True [200]"]
