@@ -18,21 +18,24 @@ from .spec import Population, sample_batch
 
 
 def forward_backward(W, b, x, importance, relu: bool, *, hidden_relu: bool = False, W_dec=None, b_hidden=None,
-                     target_abs: bool = False):
-    """Loss (K,) and the gradients of (W, b) - and of (W_dec, b_hidden) when given - for a batch x (K,B,n)."""
+                     target_abs: bool = False, need_loss: bool = True):
+    """Loss (K,) and the gradients of (W, b) - and of (W_dec, b_hidden) when given - for a batch x (K,B,n).
+    need_loss=False skips the loss (None): the trainer logs it every log_every steps. The [K, B, n]
+    element-wise steps work in place on their own temporaries: the same operations in the same order as
+    the out-of-place form, so the same bits, with fewer passes over memory (the CPU path's main cost)."""
     B, n = x.shape[1], x.shape[2]
     a = torch.bmm(x, W.transpose(1, 2))  # [K, B, m]
     if b_hidden is not None:
         a = a + b_hidden.unsqueeze(1)
     h = torch.relu(a) if hidden_relu else a
     z = torch.baddbmm(b.unsqueeze(1), h, W if W_dec is None else W_dec.transpose(1, 2))  # [K, B, n]
-    y = torch.relu(z) if relu else z
-    diff = y - (x.abs() if target_abs else x)
+    # y - t, in place on y (a fresh tensor: relu's output, or z itself, which nothing reads after it)
+    diff = (torch.relu(z) if relu else z).sub_(x.abs() if target_abs else x)
     imp = importance.unsqueeze(1)  # [K, 1, n]
-    loss = (imp * diff * diff).sum(dim=(1, 2)) / (B * n)
-    gz = (2.0 / (B * n)) * imp * diff
+    loss = (imp * diff * diff).sum(dim=(1, 2)) / (B * n) if need_loss else None
+    gz = diff.mul_((2.0 / (B * n)) * imp)  # ((2 / (B n)) imp) diff, as before; diff is not read again
     if relu:
-        gz = gz * (z > 0)
+        gz.mul_(z > 0)
     db = gz.sum(dim=1)
     gh = torch.bmm(gz, W.transpose(1, 2) if W_dec is None else W_dec)  # [K, B, m]
     if hidden_relu:
@@ -43,11 +46,12 @@ def forward_backward(W, b, x, importance, relu: bool, *, hidden_relu: bool = Fal
     return loss, dW_enc, db, torch.bmm(gz.transpose(1, 2), h), gh.sum(dim=1)
 
 
-def population_forward_backward(pop_spec, params: dict, x, importance):
+def population_forward_backward(pop_spec, params: dict, x, importance, need_loss: bool = True):
     """forward_backward for the model family of `pop_spec`, on a dict of parameters (Population.params order)."""
     return forward_backward(params["W"], params["b"], x, importance, pop_spec.activation == "relu",
                             hidden_relu=pop_spec.hidden_activation == "relu", W_dec=params.get("W_dec"),
-                            b_hidden=params.get("b_hidden"), target_abs=pop_spec.target == "abs")
+                            b_hidden=params.get("b_hidden"), target_abs=pop_spec.target == "abs",
+                            need_loss=need_loss)
 
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, consts, betas, eps):
@@ -86,7 +90,7 @@ def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, r
     for t in range(start, cfg.steps):
         snaps.record(t, params)
         x = fixed if fixed is not None else sample_batch(pop, t, cfg.batch_size, device=device).to(dtype)
-        loss, *grads = population_forward_backward(pop.spec, params, x, imp)
+        loss, *grads = population_forward_backward(pop.spec, params, x, imp, need_loss=t in log_index)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()
         adamw_step(params.values(), grads, exp_avgs, exp_avg_sqs, consts[t], cfg.betas, cfg.eps)

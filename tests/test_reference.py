@@ -113,3 +113,43 @@ def test_diverging_model_does_not_touch_the_others():
     keep = [k for k in range(8) if k != 3]
     assert torch.equal(good_res.W[keep], bad_res.W[keep]) and torch.equal(good_res.b[keep], bad_res.b[keep])
     assert bad_res.status[3] == "diverged" and all(bad_res.status[k] == "ok" for k in keep)
+
+
+@pytest.mark.parametrize("family", ["relu", "linear", "hidden_relu", "untied_abs"])
+def test_forward_backward_leaves_its_inputs_and_skips_only_the_loss(family):
+    """The element-wise steps work in place on temporaries: the inputs (x, W, b, W_dec, b_hidden,
+    importance) are untouched, the gradients equal autograd's, and need_loss=False changes nothing but
+    the loss (None)."""
+    from superpos.reference import forward_backward
+    g = torch.Generator().manual_seed(5)
+    K, B, n, m = 3, 16, 9, 4
+    kw = {"hidden_relu": family in ("hidden_relu", "untied_abs")}
+    x = torch.rand(K, B, n, generator=g) * (torch.rand(K, B, n, generator=g) < 0.4)
+    if family == "untied_abs":
+        x = x * 2 - 1
+        kw.update(W_dec=torch.randn(K, n, m, generator=g), b_hidden=torch.randn(K, m, generator=g) * 0.1,
+                  target_abs=True)
+    W, b = torch.randn(K, m, n, generator=g) * 0.5, torch.randn(K, n, generator=g) * 0.1
+    imp = torch.rand(K, n, generator=g) + 0.1
+    relu = family != "linear"
+    inputs = [t.clone() for t in (x, W, b, imp)] + [v.clone() for v in kw.values() if torch.is_tensor(v)]
+    loss, *grads = forward_backward(W, b, x, imp, relu, **kw)
+    for before, after in zip(inputs, [x, W, b, imp] + [v for v in kw.values() if torch.is_tensor(v)]):
+        assert torch.equal(before, after)
+    none, *same = forward_backward(W, b, x, imp, relu, need_loss=False, **kw)
+    assert none is None and all(torch.equal(a, c) for a, c in zip(grads, same))
+    # autograd on the formula in the module docstring, float64
+    P = {k: v.double().requires_grad_() for k, v in
+         {"W": W, "b": b, **{k: v for k, v in kw.items() if torch.is_tensor(v)}}.items()}
+    a = torch.einsum("kmn,kbn->kbm", P["W"], x.double()) + (P["b_hidden"][:, None] if "b_hidden" in P else 0)
+    h = torch.relu(a) if kw["hidden_relu"] else a
+    D = P["W_dec"] if "W_dec" in P else P["W"].transpose(1, 2)
+    z = torch.einsum("knm,kbm->kbn", D, h) + P["b"][:, None]
+    y = torch.relu(z) if relu else z
+    t = x.double().abs() if kw.get("target_abs") else x.double()
+    want_loss = (imp.double()[:, None] * (y - t) ** 2).mean(dim=(1, 2))
+    want_loss.sum().backward()
+    assert torch.allclose(loss.double(), want_loss.detach(), rtol=1e-5)
+    names = ["W", "b"] + (["W_dec", "b_hidden"] if "W_dec" in P else [])
+    for name, got in zip(names, grads):
+        assert torch.allclose(got.double(), P[name].grad, rtol=1e-4, atol=1e-7), name
