@@ -14,7 +14,7 @@ import torch
 from .checkpoint import TrainCheckpoint
 from .config import TrainConfig, TrainResult
 from .snapshots import SnapshotRecorder
-from .spec import Population, sample_batch
+from .spec import Population, batch_sampler
 
 
 def forward_backward(W, b, x, importance, relu: bool, *, hidden_relu: bool = False, W_dec=None, b_hidden=None,
@@ -85,11 +85,11 @@ def train_torch(pop: Population, cfg: TrainConfig, device=None, progress=None, r
     snaps = SnapshotRecorder(cfg, len(pop), params, resume.snapshots if resume is not None else None)
     report_every = max(1, cfg.steps // 100)
     # full-batch training on a finite dataset sees the same batch every step: draw it once
-    fixed = (sample_batch(pop, 0, cfg.batch_size, device=device).to(dtype) if pop.data.fixed_batch(cfg.batch_size)
-             else None)
+    draw = batch_sampler(pop, cfg.batch_size, device=device)
+    fixed = draw(0).to(dtype) if pop.data.fixed_batch(cfg.batch_size) else None
     for t in range(start, cfg.steps):
         snaps.record(t, params)
-        x = fixed if fixed is not None else sample_batch(pop, t, cfg.batch_size, device=device).to(dtype)
+        x = fixed if fixed is not None else draw(t).to(dtype)
         loss, *grads = population_forward_backward(pop.spec, params, x, imp, need_loss=t in log_index)
         if t in log_index:
             history[:, log_index[t]] = loss.detach().cpu()

@@ -254,17 +254,46 @@ if numba is not None:
                                                           off[k, i], scale[k, i], symmetric)
 
 
-def _sample_batch_numba(seed, tab: DataTables, idx: np.ndarray, c1: int, c2: int, symmetric: bool):
+def _numba_sampler(seed, tab: DataTables, symmetric: bool):
+    """(idx, c1, c2) -> (K, len(idx), n) batch: the tables as NumPy arrays once, the draw per call."""
     K, n = tab.lo.shape
-    groups, inverse = np.unique(idx // LANES, return_inverse=True)
-    rows = np.full((len(groups), LANES), -1, dtype=np.int64)  # each (group, lane) is drawn at most once
-    rows[inverse.reshape(-1), idx % LANES] = np.arange(len(idx))
-    out = np.empty((K, len(idx), n), dtype=np.float32)
     as_np = lambda t: t.cpu().numpy()  # noqa: E731
-    _sample_batch_nb(out, as_np(seed).astype(np.int64), groups.astype(np.int64), rows, int(c1), int(c2),
-                     as_np(tab.gate), as_np(tab.src), as_np(tab.lo), as_np(tab.hi), as_np(tab.off), as_np(tab.scale),
-                     bool(symmetric), _is_identity(tab))
-    return torch.from_numpy(out)
+    fixed = (as_np(tab.gate), as_np(tab.src), as_np(tab.lo), as_np(tab.hi), as_np(tab.off), as_np(tab.scale),
+             bool(symmetric), _is_identity(tab))
+    seed = as_np(seed).astype(np.int64)
+
+    def draw(idx: np.ndarray, c1: int, c2: int):
+        groups, inverse = np.unique(idx // LANES, return_inverse=True)
+        rows = np.full((len(groups), LANES), -1, dtype=np.int64)  # each (group, lane) is drawn at most once
+        rows[inverse.reshape(-1), idx % LANES] = np.arange(len(idx))
+        out = np.empty((K, len(idx), n), dtype=np.float32)
+        _sample_batch_nb(out, seed, groups.astype(np.int64), rows, int(c1), int(c2), *fixed)
+        return torch.from_numpy(out)
+    return draw
+
+
+def batch_sampler(seed: torch.Tensor, p: torch.Tensor, batch_size: int, device=None, use_numba: bool | None = None,
+                  correlated_sets=(), anticorrelated_sets=(), symmetric: bool = False,
+                  dataset_size: int | None = None):
+    """step -> sample_batch_raw(seed, p, step, batch_size, ...): the data tables built once, for a loop
+    over steps (the reference trainer); the batches are the same bits."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    tab = data_tables(p, correlated_sets, anticorrelated_sets)
+    if use_numba is None:
+        use_numba = numba is not None and device.type == "cpu"
+    if use_numba:
+        numba_draw = _numba_sampler(seed, tab, symmetric)
+    else:
+        seed = seed.to(device)
+
+    def draw(step: int) -> torch.Tensor:
+        if not 0 <= step < 2**32:
+            raise ValueError(f"step must be in [0, 2**32), got {step}")
+        idx, c1, c2 = sample_indices(int(step), batch_size, dataset_size)
+        if use_numba:
+            return numba_draw(idx, c1, c2).to(device)
+        return _sample_batch_torch(seed, tab, idx, c1, c2, symmetric)
+    return draw
 
 
 def sample_batch_raw(seed: torch.Tensor, p: torch.Tensor, step: int, batch_size: int,
@@ -276,14 +305,8 @@ def sample_batch_raw(seed: torch.Tensor, p: torch.Tensor, step: int, batch_size:
     """
     if not 0 <= step < 2**32:
         raise ValueError(f"step must be in [0, 2**32), got {step}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    tab = data_tables(p, correlated_sets, anticorrelated_sets)
-    idx, c1, c2 = sample_indices(int(step), batch_size, dataset_size)
-    if use_numba is None:
-        use_numba = numba is not None and device.type == "cpu"
-    if use_numba:
-        return _sample_batch_numba(seed, tab, idx, c1, c2, symmetric).to(device)
-    return _sample_batch_torch(seed.to(device), tab, idx, c1, c2, symmetric)
+    return batch_sampler(seed, p, batch_size, device, use_numba, correlated_sets, anticorrelated_sets, symmetric,
+                         dataset_size)(step)
 
 
 def _normal_init(seed: torch.Tensor, n: int, m: int, c3: int) -> torch.Tensor:

@@ -335,8 +335,13 @@ def sample_batch(pop: Population, step: int, batch_size: int, device=None) -> to
     With a finite dataset of T < B samples (pop.data.dataset_size) the batch is the whole dataset: (K, T, n).
     """
     require_int("step", step, 0, 2**32 - 1)
+    return batch_sampler(pop, batch_size, device)(step)
+
+
+def batch_sampler(pop: Population, batch_size: int, device=None):
+    """step -> sample_batch(pop, step, batch_size, device), the data tables built once (a training loop)."""
     require_int("batch_size", batch_size, 1)
     d = pop.data
-    return rng.sample_batch_raw(pop.seed, pop.feature_probability, step, batch_size, device=device,
-                                correlated_sets=d.correlated_sets, anticorrelated_sets=d.anticorrelated_sets,
-                                symmetric=pop.spec.value_range == "symmetric", dataset_size=d.dataset_size)
+    return rng.batch_sampler(pop.seed, pop.feature_probability, batch_size, device=device,
+                             correlated_sets=d.correlated_sets, anticorrelated_sets=d.anticorrelated_sets,
+                             symmetric=pop.spec.value_range == "symmetric", dataset_size=d.dataset_size)

@@ -96,3 +96,20 @@ def test_init_is_xavier_normal_and_seeded():
     assert abs(w.std() / std - 1) < 0.02
     assert stats.kstest((w / std).numpy(), "norm").pvalue > 1e-3
     assert torch.count_nonzero(a.b) == 0
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("data", [sp.DataSpec(), sp.DataSpec(correlated_sets=[[0, 1]], anticorrelated_sets=[[2, 3]]),
+                                  sp.DataSpec(dataset_size=50)])
+def test_batch_sampler_draws_what_sample_batch_draws(use_numba, data):
+    """The trainer's sampler (tables built once) gives each step's batch bit for bit, steps in any order."""
+    pop = sp.Population(sp.ModelSpec(6, 2), feature_probability=np.linspace(0.1, 0.4, 3), seed=[4, 5, 6], data=data)
+    draw = rng.batch_sampler(pop.seed, pop.feature_probability, 32, use_numba=use_numba,
+                             correlated_sets=data.correlated_sets, anticorrelated_sets=data.anticorrelated_sets,
+                             dataset_size=data.dataset_size)
+    for step in (3, 0, 7, 3):
+        want = rng.sample_batch_raw(pop.seed, pop.feature_probability, step, 32, use_numba=not use_numba,
+                                    correlated_sets=data.correlated_sets,
+                                    anticorrelated_sets=data.anticorrelated_sets, dataset_size=data.dataset_size)
+        assert torch.equal(draw(step), want)
+        assert torch.equal(sp.spec.batch_sampler(pop, 32)(step), sp.sample_batch(pop, step, 32))
