@@ -24,7 +24,7 @@ row-major n x m) and writes h^T gz to dW_dec's partial (held transposed, [m, n] 
 gh^T x to W's partial without reading it back, and db_hidden = sum gh is one more [m] partial per slice.
 Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (near fp32
 on tensor cores, measured a few times less accurate than ieee where sums cancel, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
-products per _dot: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
+products per _dot, added to the running sum in FADD: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
 W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes).
 """
 import triton
@@ -77,11 +77,15 @@ def _split(a, PREC: tl.constexpr):
 @triton.jit
 def _dot(a_hi, a_lo, b_hi, b_lo, acc, PREC: tl.constexpr):
     """acc + a b. tf32x3: three tf32 tensor-core products of parts split once by _split (the small ones
-    first); ieee / tf32: one tl.dot at that precision."""
+    first) into a fresh accumulator, then added to acc in float32 (FADD, rounded to nearest): the tensor
+    cores' own accumulation (reported to truncate) then spans one call's K, not a whole pass (pass 1 and
+    gh chained all n features, pass 3 onto pass 2's dW). The fresh chain ends in a dot whose accumulator
+    is not a constant zero, so Triton does not fold the add back into it. ieee / tf32: one tl.dot at that
+    precision, chained."""
     if PREC == "tf32x3":
-        acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
-        acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
-        acc = tl.dot(a_hi, b_hi, acc, input_precision="tf32")
+        part = tl.dot(a_lo, b_hi, tl.zeros(acc.shape, dtype=tl.float32), input_precision="tf32")
+        part = tl.dot(a_hi, b_lo, part, input_precision="tf32")
+        acc = acc + tl.dot(a_hi, b_hi, part, input_precision="tf32")
     else:
         acc = tl.dot(a_hi, b_hi, acc, input_precision=PREC)
     return acc
