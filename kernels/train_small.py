@@ -186,14 +186,14 @@ def _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                                                      coef, MP, NP, BG, RELU, HRELU, TIED, ABS, SETS, SYMMETRIC,
                                                      DATASET, False)
         log_loss(loss_ptr + k * n_log, loss * inv_bn, t, total_steps, log_every, n_log)
-        decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
-        W, mW, vW = adamw_update(W, dW, mW, vW, decay, step_size, bc2_sqrt, beta1, beta2, eps)
-        bias, mb, vb = adamw_update(bias, db, mb, vb, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+        decay, step_size, bc2_sqrt, omb1, omb2 = load_step_constants(consts_ptr, t)
+        W, mW, vW = adamw_update(W, dW, mW, vW, decay, step_size, bc2_sqrt, omb1, omb2, beta1, beta2, eps)
+        bias, mb, vb = adamw_update(bias, db, mb, vb, decay, step_size, bc2_sqrt, omb1, omb2, beta1, beta2, eps)
         if TIED:
             D = W
         else:
-            D, mD, vD = adamw_update(D, dD, mD, vD, decay, step_size, bc2_sqrt, beta1, beta2, eps)
-            bh, mbh, vbh = adamw_update(bh, dbh, mbh, vbh, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+            D, mD, vD = adamw_update(D, dD, mD, vD, decay, step_size, bc2_sqrt, omb1, omb2, beta1, beta2, eps)
+            bh, mbh, vbh = adamw_update(bh, dbh, mbh, vbh, decay, step_size, bc2_sqrt, omb1, omb2, beta1, beta2, eps)
     _store_block(W_out, mW_ptr, vW_ptr, o_w, mask_w, W, mW, vW)
     _store_block(b_out, mb_ptr, vb_ptr, o_b, mask_n, bias, mb, vb)
     if not TIED:
@@ -585,9 +585,9 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                 grads = grads + (sums[NSYM + i],)
         else:
             grads = sums
-        decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
-        Pv, mv, vv = adamw_update(Pv, _to_lanes(grads, lane, NPAR), mv, vv, decay, step_size, bc2_sqrt, beta1,
-                                  beta2, eps)
+        decay, step_size, bc2_sqrt, omb1, omb2 = load_step_constants(consts_ptr, t)
+        Pv, mv, vv = adamw_update(Pv, _to_lanes(grads, lane, NPAR), mv, vv, decay, step_size, bc2_sqrt, omb1,
+                                  omb2, beta1, beta2, eps)
         P = _lane_values(Pv, NPAR)
     _store_lanes(Pv, W_out, b_out, Wd_out, bh_out, k, lane, N, M, TIED)
     _store_lanes(mv, mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, lane, N, M, TIED)

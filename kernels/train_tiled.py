@@ -213,10 +213,13 @@ def _slice_sum(part_ptr, k, n_slices, stride, offs, mask, acc):
 
 
 @triton.jit
-def _adamw_at(P_ptr, mP_ptr, vP_ptr, p, mask, g, decay, step_size, bc2_sqrt, beta1, beta2, eps):
-    """AdamW (this step's constants) on the parameter elements at offsets p, gradient g; moments in place."""
+def _adamw_at(P_ptr, mP_ptr, vP_ptr, p, mask, g, consts, beta1, beta2, eps):
+    """AdamW (this step's constants: load_step_constants's tuple) on the parameter elements at offsets p,
+    gradient g; moments in place."""
+    decay, step_size, bc2_sqrt, omb1, omb2 = consts
     P, mP, vP = adamw_update(tl.load(P_ptr + p, mask=mask), g, tl.load(mP_ptr + p, mask=mask),
-                             tl.load(vP_ptr + p, mask=mask), decay, step_size, bc2_sqrt, beta1, beta2, eps)
+                             tl.load(vP_ptr + p, mask=mask), decay, step_size, bc2_sqrt, omb1, omb2, beta1, beta2,
+                             eps)
     tl.store(P_ptr + p, P, mask=mask)
     tl.store(mP_ptr + p, mP, mask=mask)
     tl.store(vP_ptr + p, vP, mask=mask)
@@ -230,16 +233,16 @@ def _update_chunk(W_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr,
     to W, b (and, untied, W_dec's rows of those features)."""
     offs_m = tl.arange(0, MP)
     cols, mask_c, mw = _chunk_masks(c, tl.arange(0, NC), n, offs_m < m)
-    decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
+    consts = load_step_constants(consts_ptr, t)
     o_p = offs_m[:, None] * n + cols[None, :]  # [MP, NC] within a partial slot (and within W)
     gW = _slice_sum(pW_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
-    _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, consts, beta1, beta2, eps)
     gb = _slice_sum(pb_ptr, k, n_slices, n, cols, mask_c, tl.zeros((NC,), dtype=tl.float32))
-    _adamw_at(b_ptr, mb_ptr, vb_ptr, k * n + cols, mask_c, gb, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    _adamw_at(b_ptr, mb_ptr, vb_ptr, k * n + cols, mask_c, gb, consts, beta1, beta2, eps)
     if not TIED:
         gD = _slice_sum(pWd_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
-        _adamw_at(Wd_ptr, mWd_ptr, vWd_ptr, _dec_offsets(k, m, n, offs_m, cols, TIED), mw, gD, decay, step_size,
-                  bc2_sqrt, beta1, beta2, eps)
+        _adamw_at(Wd_ptr, mWd_ptr, vWd_ptr, _dec_offsets(k, m, n, offs_m, cols, TIED), mw, gD, consts, beta1, beta2,
+                  eps)
 
 
 @triton.jit
@@ -248,9 +251,9 @@ def _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slic
     """Untied model k at step t: b_hidden's slices added in order, AdamW."""
     offs_m = tl.arange(0, MP)
     mask_m = offs_m < m
-    decay, step_size, bc2_sqrt = load_step_constants(consts_ptr, t)
+    consts = load_step_constants(consts_ptr, t)
     g = _slice_sum(pbh_ptr, k, n_slices, m, offs_m, mask_m, tl.zeros((MP,), dtype=tl.float32))
-    _adamw_at(bh_ptr, mbh_ptr, vbh_ptr, k * m + offs_m, mask_m, g, decay, step_size, bc2_sqrt, beta1, beta2, eps)
+    _adamw_at(bh_ptr, mbh_ptr, vbh_ptr, k * m + offs_m, mask_m, g, consts, beta1, beta2, eps)
 
 
 @kernel

@@ -11,7 +11,7 @@ from .snapshots import check_snapshot_options, snapshot_schedule
 from .spec import require_int, require_real
 
 SCHEDULES = ("constant", "linear", "cosine")
-# The per-step constant table is (steps, 3) float32, built in float64: 2**24 steps is ~0.6 GB to build.
+# The per-step constant table is (steps, 5) float32, built in float64: 2**24 steps is ~1 GB to build.
 MAX_STEPS = 1 << 24
 
 
@@ -76,8 +76,9 @@ class TrainConfig:
         return self.lr * scale
 
     def adamw_constants(self, dtype=torch.float32) -> torch.Tensor:
-        """(steps, 3) float32 table: [1 - lr_t wd, lr_t / (1 - b1^(t+1)), sqrt(1 - b2^(t+1))].
-        (dtype=float64 keeps them unrounded: the reference's float64 oracle.)
+        """(steps, 5) float32 table: [1 - lr_t wd, lr_t / (1 - b1^(t+1)), sqrt(1 - b2^(t+1)), 1 - b1, 1 - b2],
+        each computed in float64 and rounded once (1 - b2 in float32 arithmetic from a rounded b2 = 0.999
+        is 1.3e-5 short). (dtype=float64 keeps them unrounded: the reference's float64 oracle.)
 
         With it, step t of AdamW (torch.optim.AdamW's formula) is
             p = p * decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2
@@ -86,7 +87,9 @@ class TrainConfig:
         lr = self.lr_at()
         k = np.arange(1, self.steps + 1, dtype=np.float64)
         b1, b2 = self.betas
-        table = np.stack([1.0 - lr * self.weight_decay, lr / (1.0 - b1**k), np.sqrt(1.0 - b2**k)], axis=1)
+        ones = np.ones_like(k)
+        table = np.stack([1.0 - lr * self.weight_decay, lr / (1.0 - b1**k), np.sqrt(1.0 - b2**k),
+                          (1.0 - b1) * ones, (1.0 - b2) * ones], axis=1)
         return torch.tensor(table, dtype=dtype)
 
     def snapshot_at(self) -> np.ndarray:

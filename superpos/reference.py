@@ -56,12 +56,12 @@ def population_forward_backward(pop_spec, params: dict, x, importance, need_loss
 
 def adamw_step(params, grads, exp_avgs, exp_avg_sqs, consts, betas, eps):
     """One in-place AdamW step (torch.optim.AdamW's formula) with per-step constants from the config."""
-    decay, step_size, bc2_sqrt = (float(c) for c in consts)
+    decay, step_size, bc2_sqrt, omb1, omb2 = (float(c) for c in consts)
     b1, b2 = betas
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
         p.mul_(decay)
-        m.mul_(b1).add_(g, alpha=1.0 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        m.mul_(b1).add_(g, alpha=omb1)
+        v.mul_(b2).addcmul_(g, g, value=omb2)
         p.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
 
 

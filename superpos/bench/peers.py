@@ -300,7 +300,7 @@ class JaxPeer:
         self.W0, self.b0 = put(pop.W.numpy()), put(pop.b.numpy())
         imp = put(pop.importance.numpy())
         p = put(pop.feature_probability.to(torch.float32).numpy()[:, None, :])  # [K, 1, n]
-        consts = put(cfg.adamw_constants().numpy())  # [steps, 3]: the library's per-step AdamW table
+        consts = put(cfg.adamw_constants().numpy())  # [steps, 5]: the library's per-step AdamW table
         steps_idx = put(np.arange(cfg.steps, dtype=np.int32))
         try:
             key = jax.random.key(seed, impl=prng_impl)
