@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    if args.device == "cpu":
+        from superpos.interpreter_args import float_args_as_float32
+        float_args_as_float32()  # float arguments as float32 scalars, as on a GPU
     if args.fma_dot:
         use_sequential_fma_dot()
     import superpos as sp

@@ -15,6 +15,13 @@ import pytest  # noqa: E402
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
+if os.environ.get("TRITON_INTERPRET") == "1":
+    try:  # float kernel arguments as float32 scalars, as on a GPU (superpos/interpreter_args.py)
+        from superpos.interpreter_args import float_args_as_float32
+        float_args_as_float32()
+    except ImportError:  # no triton: the kernel tests skip themselves
+        pass
+
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Norm-wise relative error ||a - b|| / ||b||: robust to entries near zero, unlike max |a-b|/|b|."""
