@@ -275,8 +275,8 @@ def test_fault_isolation_and_independence(n, m):
 
 # tf32x3 is near-float32, not float32: on an H200 (2026-11-27) its first update missed the float32 bar
 # (0.05 lr) where the batch sum cancels, at both sizes; bench/accuracy_trace.py measures by how much, and
-# then this bar is set for it. n=400 ieee failed there too (a GPU-only drift, under investigation: the
-# bench README's "Second GPU session"), and stays an ordinary failure until it is understood.
+# then this bar is set for it. n=400 ieee failed there too: the kernels' AdamW computed 1 - beta2 in
+# float32 (1.3e-5 short; the interpreter did it in float64), fixed since (bench README, "Second GPU session").
 _TF32X3_BELOW_FP32 = pytest.mark.xfail(reason="tf32x3 is near-float32 (H200, 2026-11-27)", strict=False)
 
 
