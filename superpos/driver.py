@@ -515,10 +515,10 @@ def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None) 
         return max(1, min(requested, len(todo)))
     if dev.type != "cuda" or resolve_backend(backend) != "triton" or len(todo) < 2:
         return 1
-    from .triton_backend import sm_count, unsupported_option
+    from .triton_backend import launch_capability, sm_count, unsupported_option
 
     sms = sm_count(dev)
-    capability = torch.cuda.get_device_capability(dev)
+    capability = launch_capability(dev)
     chunks = []
     for i in todo:
         g, start, stop = (int(x) for x in plan[i])

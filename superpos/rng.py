@@ -303,8 +303,6 @@ def sample_batch_raw(seed: torch.Tensor, p: torch.Tensor, step: int, batch_size:
 
     S = batch_size, or dataset_size when a finite dataset is smaller than the batch.
     """
-    if not 0 <= step < 2**32:
-        raise ValueError(f"step must be in [0, 2**32), got {step}")
     return batch_sampler(seed, p, batch_size, device, use_numba, correlated_sets, anticorrelated_sets, symmetric,
                          dataset_size)(step)
 
