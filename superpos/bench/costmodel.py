@@ -16,8 +16,11 @@ Static counting assumptions:
   every other branch counts both sides in full (an upper bound).
 - All warps of a program run the same instruction stream (true of these kernels: no warp
   specialization), so a program's count is its per-warp count times num_warps.
-- Memory is conflict-free and fully coalesced: a warp's shared-memory access of w bytes per lane costs
-  ceil(32 w / 128) wavefronts; a global access moves 32 w bytes (masked-off lanes counted: an upper bound).
+- Shared memory: a warp's access of w bytes per lane costs ceil(32 w / 128) wavefronts conflict-free,
+  times its source line's bank-conflict factor (superpos.bench.bank_conflicts: every shared access of
+  the line in the PTX, the lanes' addresses evaluated, wavefronts counted with broadcast; a factor
+  below 1 where lanes share words). Global memory is fully coalesced: an access moves 32 w bytes
+  (masked-off lanes counted: an upper bound).
 - Trip counts: TRIP_COUNTS below, or the `range(...)` of a loop written in the kernel itself evaluated
   on the call's arguments; an average over the programs where it varies (the last slice of a batch).
 """
@@ -28,7 +31,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import sass
+from . import bank_conflicts, sass
 
 ARCH = 90
 
@@ -93,10 +96,13 @@ def mma_fmas(opcode: str) -> int:
     return 0
 
 
-def count_instructions(instrs) -> Counter:
+def count_instructions(instrs, conflicts: dict | None = None) -> Counter:
     """Warp instructions per pipe class, plus derived quantities: `shared_wavefronts`,
-    `local_wavefronts`, `global_bytes`, `mma_fmas` (and `wgmma_fmas` for HGMMA), `instructions`."""
+    `local_wavefronts`, `global_bytes`, `mma_fmas` (and `wgmma_fmas` for HGMMA), `instructions`.
+    `conflicts`: {(file, line): factor} (bank_conflicts.line_factors) scales the shared wavefronts of an
+    instruction of that source line; without it shared memory is counted conflict-free."""
     c: Counter = Counter()
+    conflicts = conflicts or {}
     for ins in instrs:
         cls = pipe_of(ins.opcode)
         c[cls] += 1
@@ -106,7 +112,8 @@ def count_instructions(instrs) -> Counter:
             if ins.base in ("LDSM", "STSM"):  # .M88.N: N 8x8 b16 matrices = 128 N bytes
                 n = int(ins.opcode.split(".")[-1]) if ins.opcode.split(".")[-1].isdigit() else 1
                 lanes_bytes = 128 * n
-            c[f"{cls}_wavefronts"] += math.ceil(lanes_bytes / 128)
+            factor = conflicts.get((ins.file, ins.line), 1.0) if cls == "shared" else 1.0
+            c[f"{cls}_wavefronts"] += math.ceil(lanes_bytes / 128) * factor
         elif cls == "global":
             c["global_bytes"] += 32 * access_bytes(ins.opcode)
         elif cls == "mma":
@@ -196,19 +203,22 @@ DEVICES = {
 # bench/results/h200-2026-11-27/call3-profile.txt), per class:
 #   issue: the clock holds (1.98 GHz), but the small kernel issues 2.55-2.60 warp-instructions per clock,
 #     not 4 (3 warps per scheduler, 1.3 eligible): 1/0.64 = 1.57 of the 1.68.
-#   lsu: the L1/shared pipe is 91% busy in uniform ieee and 58% of its shared-load wavefronts are bank
-#     conflicts (4.3-way): the model counts conflict-free wavefronts, half the real number.
+#   lsu: the L1/shared pipe is 91% busy in uniform ieee and 58% of its 181.5 M shared-load wavefronts
+#     (one step) are bank conflicts (4.3-way). The model counted conflict-free wavefronts, half the real
+#     number; it now counts conflicts (bank_conflicts, from the PTX): for that kernel (commit 0bd6b91,
+#     BG 16) 42.09 M shared-load instructions (ncu: 41.96 M) and 189.9 M wavefronts (ncu: 181.5 M).
 #   l2 (chip): wrong class: tf32 reaches only 33% of L2 and 55% of L1; it waits on global-load latency
 #     (0.38 eligible warps of 2.7) with the SM clock down to 1.79 GHz under that load.
 #   latency   intro 1.26 (one-warp programs; the tiled kernels' latency-bound launches - tf32x3, computation -
 #             are scaled by it too, unmeasured: their calibrated figures are the least certain)
 #   issue     phase 1.68, phase3 1.64, scaling (K=10^6) 1.81         -> 1.71 (mean)
-#   lsu       geometry ieee 1.95, uniform ieee 1.98                   -> 1.97
+#   lsu       geometry ieee 1.09, uniform ieee 1.11                   -> 1.10 (conflicts counted: the same
+#             kernels predicted 1,351 and 832 ms, against 754 and 465 conflict-free, which gave 1.95, 1.98)
 #   l2 (chip) geometry tf32 2.04, uniform tf32 2.73                   -> 2.36 (geometric mean)
 # `calibrated_ms_per_1000_steps` in the predicted rows scales each launch by its class's factor; classes
 # never measured (tensor, fp32+imad, alu, ...) leave it empty. The raw prediction stays what designs are
 # compared by: the factors move every design of one class alike.
-MEASURED_OVER_PREDICTED = {"h100-sxm": {"latency": 1.26, "issue": 1.71, "lsu": 1.97, "l2 (chip)": 2.36}}
+MEASURED_OVER_PREDICTED = {"h100-sxm": {"latency": 1.26, "issue": 1.71, "lsu": 1.10, "l2 (chip)": 2.36}}
 
 
 def resource_cycles(c: Counter, device: Device) -> dict:
@@ -322,18 +332,20 @@ def profile_kernel(compiled) -> KernelProfile:
     from ..kernels.as_launched import resource_usage
     res = resource_usage(compiled)  # registers and stack from the cubin (cuobjdump -res-usage)
     instrs = sass.entry_function(sass.parse(sass.disassemble(compiled.asm["cubin"])), compiled.metadata.name)
+    conflicts = bank_conflicts.line_factors(compiled.asm["ptx"], compiled.metadata.num_warps)
     return profile_instructions(compiled.metadata.name, compiled.metadata.num_warps, res["registers"], res["stack"],
-                                res["shared"], instrs)
+                                res["shared"], instrs, conflicts)
 
 
 def profile_instructions(name: str, num_warps: int, registers: int, stack_bytes: int, shared_bytes: int,
-                         instrs: list) -> KernelProfile:
-    """The profile of a kernel's own instructions (sass.entry_function): loops, weighted `if` sides, regions."""
+                         instrs: list, conflicts: dict | None = None) -> KernelProfile:
+    """The profile of a kernel's own instructions (sass.entry_function): loops, weighted `if` sides, regions.
+    `conflicts`: each source line's bank-conflict factor (count_instructions)."""
     sides = sass.if_sides(instrs, lambda stmt: (stmt.function, stmt.test) in BRANCH_FREQUENCY)
     loops = sass.annotate(sass.find_loops(instrs), instrs, sides)
     copies = sass.unroll_copies(instrs, loops)
     instrs = [i for i in instrs if i.addr not in copies]
-    regions = [(path, count_instructions(body), warp_cycles(body))
+    regions = [(path, count_instructions(body, conflicts), warp_cycles(body))
                for path, body in sass.regions(instrs, loops, sides)]
     return KernelProfile(name, num_warps, registers, stack_bytes, shared_bytes, loops, regions, sides)
 
