@@ -4,7 +4,7 @@
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~7 min of timeouts; timeout_s 440)
 #   bash bench/gpu_session.sh dd         # at once after it (warm): the paper-size double descent (~5 min)
-#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after, torch.compile)
+#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after W's mirror, torch.compile)
 #   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile sweep scaling
 # What the sessions so far left open (bench/README.md, "Second GPU session"): the n=400 accuracy gap, whose
 # cause (AdamW's 1 - beta2 in float32) was fixed on the CPU: confirm it (accuracy, tests), the GPU tests, tf32x3 and the tiled kernels against the peers
@@ -83,7 +83,7 @@ for step in "${steps[@]}"; do
             --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis_Tables \
             --section LaunchStats --csv --page details \
             python bench/profile_workload.py phase:ieee:100 phase3:ieee:100 uniform:ieee:1 uniform:tf32:1 \
-            geometry:tf32x3:1 ;;
+            geometry:tf32x3:1 ;;  # shared-load wavefronts per kernel: the bank-conflict model's check
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
@@ -101,11 +101,13 @@ for step in "${steps[@]}"; do
         run 300 double_descent python -m superpos run experiments/double_descent.toml --out "$OUT/dd_run" --no-plot \
             --checkpoint-every 30
         tar czf "$OUT/dd_run.tgz" -C "$OUT" dd_run && rm -rf "$OUT/dd_run" ;;
-    before)  # issue 11's before/after on one machine: the kernels of $BEFORE (the kernels-as-launched
-             # fixes, before the rebuild; its package laid out from this checkout's git history) and this
-             # checkout's, one process each, the same calls (bench/before_after.py)
-        BEFORE=${BEFORE:-0e9c413}
-        items="phase:ieee:200 uniform:ieee:100 uniform:tf32:100 geometry:tf32:100"
+    before)  # issue 11's before/after on one machine: the kernels of $BEFORE (its package laid out from
+             # this checkout's git history) and this checkout's, one process each, the same calls
+             # (bench/before_after.py). Default: bf96014, the ieee kernel before W's mirror (bank conflicts:
+             # predicted uniform 604 -> 424, geometry 1,018 -> 714 ms per 1,000 steps); BEFORE=0e9c413 is
+             # the kernels-as-launched fixes, measured against the rebuild on the H200
+        BEFORE=${BEFORE:-bf96014}
+        items=${BEFORE_ITEMS:-"uniform:ieee:100 geometry:ieee:100 uniform:tf32x3:100"}
         rm -rf /tmp/before-site && mkdir -p /tmp/before-site
         if git archive "$BEFORE" superpos kernels | tar x -C /tmp/before-site; then
             mv /tmp/before-site/kernels /tmp/before-site/superpos/kernels && echo "$BEFORE" > /tmp/before-site/COMMIT

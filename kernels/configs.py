@@ -85,6 +85,12 @@ TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (1
 # 1,483 -> 1,163) but they spill elsewhere (compile check: 16-80 B on sm_80; 208-248 B with correlated
 # sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere, so it is not here).
 TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None)}
+# ...on the Triton versions whose compile of them was checked spill-free (superpos.compile_check). With W's
+# mirror (kernels/train_tiled.py) Triton 3.6 compiles BG 32 to 186 registers; 3.9's ptxas loads pass 1's
+# whole x operand (32 LDS.128) before its first FFMA and spills 200-232 B, so 3.9 keeps BG 16 (194
+# registers; predicted uniform 470, geometry 762 ms per 1,000 steps under 3.9, against 424, 714 with BG 32
+# under 3.6). The summation order follows BG: results on Hopper differ in the last bits between them.
+TILED_SM90_PLAIN_TRITON = ("3.6.",)
 # The GPU launches are for where no CUDA device says (launches captured on a CPU to be compiled for a
 # target: compile_check, the cost model): (major, minor), or None for the generic table.
 _TARGET = contextvars.ContextVar("superpos_target_capability", default=None)
@@ -164,7 +170,7 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = max(16, MP)
     hopper = capability is not None and capability[0] == 9  # the blocks measured there
     entry = TILED[MP, input_precision]
-    if plain and hopper:
+    if plain and hopper and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON):
         entry = TILED_SM90_PLAIN.get((MP, input_precision), entry)
     BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:

@@ -25,7 +25,11 @@ gh^T x to W's partial without reading it back, and db_hidden = sum gh is one mor
 Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (near fp32
 on tensor cores, measured a few times less accurate than ieee where sums cancel, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
 products per _dot, added to the running sum in FADD: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
-W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes).
+W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes); the
+ieee path also keeps W's mirror WT (n, m), written by the update beside W: the FMA tl.dot takes its
+operands from unswizzled shared memory, where W's [MP, NC] tile transposed (features contiguous, the
+axis pass 1 and gh contract) costs 8-way bank conflicts and WT's [NC, MP] tile none (uniform ieee
+604 -> 424 ms per 1,000 steps predicted with conflicts counted, superpos.bench.bank_conflicts).
 """
 import triton
 import triton.language as tl
@@ -92,18 +96,27 @@ def _dot(a_hi, a_lo, b_hi, b_lo, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def _dec_offsets(k, m, n, offs_m, cols, TIED: tl.constexpr):
-    """Offsets of model k's decoder tile D^T [MP, NC] (hidden unit, feature): W[:, cols] when tied, the
-    transposed W_dec[cols, :] (row-major n x m) when untied. Both hold m n values per model."""
+def _transposed_tile(ptr, m, offs_m, cols, mask_m, mask_c):
+    """The [NC, MP] tile (feature, hidden unit) of one model's (n, m) row-major array at ptr: W's mirror WT
+    or an untied W_dec. As an FMA-dot operand it is conflict-free in shared memory (hidden units
+    contiguous), where tl.trans of W's [MP, NC] tile (features contiguous, the contracted axis) is an
+    8-way bank conflict (bench/README.md, "Bank conflicts")."""
+    return tl.load(ptr + cols[:, None] * m + offs_m[None, :], mask=mask_c[:, None] & mask_m[None, :], other=0.0)
+
+
+@triton.jit
+def _dec_offsets(m, n, offs_m, cols, TIED: tl.constexpr):
+    """Offsets within one model of its decoder tile D^T [MP, NC] (hidden unit, feature): W[:, cols] when
+    tied, the transposed W_dec[cols, :] (row-major n x m) when untied. Both hold m n values per model."""
     if TIED:
-        off = k * m * n + offs_m[:, None] * n + cols[None, :]
+        off = offs_m[:, None] * n + cols[None, :]
     else:
-        off = k * m * n + cols[None, :] * m + offs_m[:, None]
+        off = cols[None, :] * m + offs_m[:, None]
     return off
 
 
 @triton.jit
-def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  k, sl, x_slot, n_slices, t, n, m, B, T, coef,
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
@@ -114,30 +127,45 @@ def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, 
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
     registers for the whole slice; dW is written once per slice. Tied models ignore Wd, bh, pWd, pbh.
+    WT: W's mirror (n, m) per model, read instead of W's transposed tile by the ieee (FMA) products that
+    contract over features (pass 1, and gh for tied models; an untied model's gh reads W_dec itself).
     x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3."""
+    # model k's arrays and slot (k, sl)'s partials and x tile as scalar (64-bit) base pointers, so that
+    # the tile offsets kept across the loops are 32-bit (one model's m n fits; K m n may not)
+    W_ptr += k * m * n
+    WT_ptr += k * m * n
+    Wd_ptr += k * m * n
+    o_b = k * n  # thr, scale, lo, off, b, imp: (K, n)
+    slot = k * n_slices + sl
+    pW_ptr += slot * m * n
+    pWd_ptr += slot * m * n
+    pb_ptr += slot * n
+    xs_ptr += x_slot * (BG * LANES) * n
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
-    o_w = k * m * n + offs_m[:, None] * n  # [MP, 1] row starts of model k's W (add columns)
-    o_b = k * n
-    slot = k * n_slices + sl
-    o_p = slot * m * n + offs_m[:, None] * n  # the same rows in the partial slot
-    o_pb = slot * n
+    o_w = offs_m[:, None] * n  # [MP, 1] row starts of W and of a partial slot (add columns)
     seed = tl.load(seed_ptr + k)
     g0 = sl * BG
     rows = tl.arange(0, BG * LANES)
-    o_x = x_slot * (BG * LANES) * n + rows[:, None] * n  # [4 BG, 1] row starts of the tile's x (add columns)
+    o_x = rows[:, None] * n  # [4 BG, 1] row starts of the tile's x (add columns)
     row_ok = (g0 * LANES + rows < B)[:, None]
     # pass 1: x drawn and kept; a = x W^T (h = ReLU(a) with a hidden ReLU)
     a = tl.zeros((BG * LANES, MP), dtype=tl.float32)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
+        if PREC == "ieee":
+            wT_hi = _transposed_tile(WT_ptr, m, offs_m, cols, mask_m, mask_c)  # [NC, MP]
+            wT_lo = wT_hi
+        else:  # tensor-core operands take a swizzled shared layout: the transposed tile costs nothing
+            w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
+            wT_hi = tl.trans(w_hi)
+            wT_lo = tl.trans(w_lo)
         x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
                            off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
         tl.store(xs_ptr + o_x + cols[None, :], x, mask=mask_c[None, :])
         x_hi, x_lo = _split(x, PREC)
-        a = _dot(x_hi, x_lo, tl.trans(w_hi), tl.trans(w_lo), a, PREC)
+        a = _dot(x_hi, x_lo, wT_hi, wT_lo, a, PREC)
     if not TIED:
         a += tl.load(bh_ptr + k * m + offs_m, mask=mask_m, other=0.0)[None, :]
     h = tl.maximum(a, 0.0) if HRELU else a
@@ -147,15 +175,17 @@ def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, 
     hT_lo = tl.trans(h_lo)
     # pass 2: outputs, loss, gz; gh = gz D; db = sum gz; h^T gz (tied: pW; untied: pWd = dW_dec^T)
     dec_ptr = W_ptr
+    decT_ptr = WT_ptr  # D^T's [NC, MP] tiles for gh (ieee): W's mirror, or an untied model's W_dec as it is
     pdec_ptr = pW_ptr
     if not TIED:
         dec_ptr = Wd_ptr
+        decT_ptr = Wd_ptr
         pdec_ptr = pWd_ptr
     loss = 0.0
     gh = tl.zeros((BG * LANES, MP), dtype=tl.float32)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        w_hi, w_lo = _split(tl.load(dec_ptr + _dec_offsets(k, m, n, offs_m, cols, TIED), mask=mw, other=0.0), PREC)
+        w_hi, w_lo = _split(tl.load(dec_ptr + _dec_offsets(m, n, offs_m, cols, TIED), mask=mw, other=0.0), PREC)
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
         x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
@@ -169,10 +199,14 @@ def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, 
         if RELU:
             gz = tl.where(z > 0.0, gz, 0.0)
         gz_hi, gz_lo = _split(gz, PREC)
-        gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)  # [4 BG, MP]
+        if PREC == "ieee":
+            dT = _transposed_tile(decT_ptr, m, offs_m, cols, mask_m, mask_c)
+            gh = _dot(gz_hi, gz_lo, dT, dT, gh, PREC)  # [4 BG, MP]
+        else:
+            gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)
         dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
-        tl.store(pdec_ptr + o_p + cols[None, :], dW, mask=mw)
-        tl.store(pb_ptr + o_pb + cols, tl.sum(gz, axis=0), mask=mask_c)
+        tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
+        tl.store(pb_ptr + cols, tl.sum(gz, axis=0), mask=mask_c)
     tl.store(lossp_ptr + slot, loss)
     if HRELU:
         gh = tl.where(a > 0.0, gh, 0.0)
@@ -188,10 +222,10 @@ def _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, 
         x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
         x_hi, x_lo = _split(x, PREC)
         if TIED:
-            dW = tl.load(pW_ptr + o_p + cols[None, :], mask=mw, other=0.0)
+            dW = tl.load(pW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
         else:
             dW = tl.zeros((MP, NC), dtype=tl.float32)
-        tl.store(pW_ptr + o_p + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
+        tl.store(pW_ptr + o_w + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
     tl.debug_barrier()
 
 
@@ -223,26 +257,30 @@ def _adamw_at(P_ptr, mP_ptr, vP_ptr, p, mask, g, consts, beta1, beta2, eps):
     tl.store(P_ptr + p, P, mask=mask)
     tl.store(mP_ptr + p, mP, mask=mask)
     tl.store(vP_ptr + p, vP, mask=mask)
+    return P
 
 
 @triton.jit
-def _update_chunk(W_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr, pWd_ptr,
-                  consts_ptr, k, c, n_slices, t, n, m, beta1, beta2, eps,
-                  MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr):
+def _update_chunk(W_ptr, WT_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr,
+                  pWd_ptr, consts_ptr, k, c, n_slices, t, n, m, beta1, beta2, eps,
+                  MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr, MIRROR: tl.constexpr):
     """Model k at step t, features [c, c + NC): add the slices' partials in order (from zero), apply AdamW
-    to W, b (and, untied, W_dec's rows of those features)."""
+    to W, b (and, untied, W_dec's rows of those features); with MIRROR, W's new values also go to its
+    mirror WT (n, m) per model, which the ieee gradient kernel reads."""
     offs_m = tl.arange(0, MP)
     cols, mask_c, mw = _chunk_masks(c, tl.arange(0, NC), n, offs_m < m)
     consts = load_step_constants(consts_ptr, t)
     o_p = offs_m[:, None] * n + cols[None, :]  # [MP, NC] within a partial slot (and within W)
     gW = _slice_sum(pW_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
-    _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, consts, beta1, beta2, eps)
+    W = _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, consts, beta1, beta2, eps)
+    if MIRROR:
+        tl.store(WT_ptr + k * m * n + cols[None, :] * m + offs_m[:, None], W, mask=mw)
     gb = _slice_sum(pb_ptr, k, n_slices, n, cols, mask_c, tl.zeros((NC,), dtype=tl.float32))
     _adamw_at(b_ptr, mb_ptr, vb_ptr, k * n + cols, mask_c, gb, consts, beta1, beta2, eps)
     if not TIED:
         gD = _slice_sum(pWd_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
-        _adamw_at(Wd_ptr, mWd_ptr, vWd_ptr, _dec_offsets(k, m, n, offs_m, cols, TIED), mw, gD, consts, beta1, beta2,
-                  eps)
+        _adamw_at(Wd_ptr, mWd_ptr, vWd_ptr, k * m * n + _dec_offsets(m, n, offs_m, cols, TIED), mw, gD, consts,
+                  beta1, beta2, eps)
 
 
 @triton.jit
@@ -257,7 +295,8 @@ def _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slic
 
 
 @kernel
-def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, bh_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
+def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, Wd_out, bh_out,
+                        mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                         mWd_ptr, vWd_ptr, mbh_ptr, vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr, consts_ptr, loss_ptr,
                         n, m, B, T, t0, n_steps, total_steps, log_every, n_log, n_slices,
@@ -267,7 +306,8 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, 
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
                         TIED: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (the *_out parameters become its working
-    copy). Tied models ignore the Wd, bh pointers and their moments and partials."""
+    copy; WT: W's mirror, W_in transposed, kept in step by the update). Tied models ignore the Wd, bh
+    pointers and their moments and partials."""
     k = tl.program_id(0).to(tl.int64)
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
@@ -284,15 +324,16 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, 
     tl.debug_barrier()
     for s in range(n_steps):
         for sl in range(n_slices):
-            _slice_grads(xs_ptr, W_out, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+            _slice_grads(xs_ptr, W_out, WT_ptr, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                          seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                          k, sl, k, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
                          SETS, SYMMETRIC, DATASET, TABS, TIED)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
-            _update_chunk(W_out, b_out, Wd_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr,
-                          pWd_ptr, consts_ptr, k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC, TIED)
+            _update_chunk(W_out, WT_ptr, b_out, Wd_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr,
+                          pb_ptr, pWd_ptr, consts_ptr, k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC, TIED,
+                          PREC == "ieee")
         if not TIED:
             _update_hidden_bias(bh_out, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t0 + s, m,
                                 beta1, beta2, eps, MP)
@@ -300,7 +341,7 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, b_out, Wd_out, 
 
 
 @kernel
-def _tiled_grads_kernel(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+def _tiled_grads_kernel(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                         seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                         t, n, m, B, T, n_slices, coef,
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
@@ -308,7 +349,7 @@ def _tiled_grads_kernel(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pW
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
                         TIED: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
-    _slice_grads(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
+    _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1),
                  tl.program_id(0).to(tl.int64) * n_slices + tl.program_id(1), n_slices, t, n, m, B, T, coef,
@@ -316,10 +357,10 @@ def _tiled_grads_kernel(xs_ptr, W_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pW
 
 
 @kernel
-def _tiled_update_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, mbh_ptr,
-                         vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr, consts_ptr,
+def _tiled_update_kernel(W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr,
+                         mbh_ptr, vbh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr, consts_ptr,
                          loss_ptr, t, n, m, n_slices, total_steps, log_every, n_log, inv_bn, beta1, beta2, eps,
-                         MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr):
+                         MP: tl.constexpr, NC: tl.constexpr, TIED: tl.constexpr, MIRROR: tl.constexpr):
     """Split mode, step t: program (k, j) updates features [j NC, (j + 1) NC) of model k (and j = 0 logs
     its loss and updates an untied model's b_hidden): NC-feature chunks are independent, so the update
     fills the GPU too."""
@@ -329,8 +370,9 @@ def _tiled_update_kernel(W_ptr, b_ptr, Wd_ptr, bh_ptr, mW_ptr, vW_ptr, mb_ptr, v
         if not TIED:
             _update_hidden_bias(bh_ptr, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t, m, beta1, beta2,
                                 eps, MP)
-    _update_chunk(W_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr, pWd_ptr,
-                  consts_ptr, k, tl.program_id(1) * NC, n_slices, t, n, m, beta1, beta2, eps, MP, NC, TIED)
+    _update_chunk(W_ptr, WT_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr, pb_ptr,
+                  pWd_ptr, consts_ptr, k, tl.program_id(1) * NC, n_slices, t, n, m, beta1, beta2, eps, MP, NC, TIED,
+                  MIRROR)
 
 
 def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: int, log_every: int,
@@ -354,6 +396,9 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         untied_in, untied_out = (state.Wd_in, state.bh_in), (state.Wd_out, state.bh_out)
         untied_moments = (state.mWd, state.vWd, state.mbh, state.vbh)
     T = data.dataset_size or 1  # (any value without a dataset)
+    # W's mirror (K, n, m) for the ieee gradients (see _transposed_tile); other precisions never read it
+    mirror = cfg.input_precision == "ieee"
+    WT = state.W_in.transpose(1, 2).contiguous() if mirror else state.W_in
     # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
     # per (model, slice), the size of the batch)
     xs = torch.empty((K, n_slices if split else 1, cfg.slice_size, n), dtype=torch.float32, device=state.W_in.device)
@@ -365,7 +410,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     if not split:  # maxnreg 255 unless a kernel_config caps it: Triton 3.9's ptxas otherwise capped the
         with LAUNCH_LOCK:  # fused kernel at 168 registers (MP=16 tf32: 32 B spilled)
             _train_tiled_kernel[(K,)](xs,
-                state.W_in, state.b_in, *untied_in, state.W_out, state.b_out, *untied_out,
+                state.W_in, state.b_in, *untied_in, state.W_out, WT, state.b_out, *untied_out,
                 state.mW, state.vW, state.mb, state.vb, *untied_moments, pW, pb, pWd, pbh, lossp,
                 data.seed, data.thr, data.scale, *tables, data.importance, consts, loss,
                 n, m, B, T, t0, n_steps, total_steps, log_every, loss.shape[1], n_slices,
@@ -381,13 +426,13 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     for t in range(t0, t0 + n_steps):
         with LAUNCH_LOCK:
             _tiled_grads_kernel[(K, n_slices)](xs,
-                state.W_out, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
+                state.W_out, WT, state.b_out, *untied_out, pW, pb, pWd, pbh, lossp,
                 data.seed, data.thr, data.scale, *tables, data.importance,
                 t, n, m, B, T, n_slices, hyper.coef,
                 BG=cfg.BG, RELU=data.relu, HRELU=data.hidden_relu, PREC=cfg.input_precision, **options,
                 **(blocks | cfg.register_cap()))
             _tiled_update_kernel[(K, triton.cdiv(n, cfg.NP))](
-                state.W_out, state.b_out, *untied_out, state.mW, state.vW, state.mb, state.vb, *untied_moments,
+                state.W_out, WT, state.b_out, *untied_out, state.mW, state.vW, state.mb, state.vb, *untied_moments,
                 pW, pb, pWd, pbh, lossp, consts, loss,
                 t, n, m, n_slices, total_steps, log_every, loss.shape[1], hyper.inv_bn, hyper.beta1, hyper.beta2,
-                hyper.eps, TIED=tied, **blocks)
+                hyper.eps, TIED=tied, MIRROR=mirror, **blocks)
