@@ -291,6 +291,25 @@ def test_branch_sides_weighted_by_hand(tmp_path, monkeypatch):
     assert counts["instructions"] == pytest.approx(2 + 10 * (4 + 4 / 4 + 2 * 3 / 4))
     assert counts["fp32"] == pytest.approx(10 * (3 / 4 + 2 * 3 / 4)) and counts["imad"] == 0
     assert cm.per_program(prof, {**args, "B": 5})[0]["imad"] == 10
+    # by source line (superpos bench --predict --lines): each line's share, weighted alike, sums to the totals
+    lines = cm.per_program_lines(prof, args)
+    assert lines[str(src), 4]["fp32"] == pytest.approx(10 * 3 / 4) and lines[str(src), 6]["fp32"] == pytest.approx(10 * 2 * 3 / 4)
+    assert lines[str(src), 3]["instructions"] == pytest.approx(10 * (2 + 1 / 4))  # compare, branch; the jump on 1/4
+    for key in ("instructions", "fp32", "imad", "branch"):
+        assert sum(c[key] for c in lines.values()) == pytest.approx(counts[key])
+
+
+def test_bank_conflict_factors_scale_a_lines_shared_wavefronts(tmp_path):
+    """A line's conflict factor (bank_conflicts.line_factors) multiplies its shared wavefronts only."""
+    src = tmp_path / "k.py"
+    src.write_text("a = 1\nb = 2\n")
+    instrs = sass.entry_function(sass.parse(_sass_text(
+        [(None, 1, "LDS.128 R4, [R2]"), (None, 2, "LDS.128 R8, [R3]"), (None, 2, "STS [R3], R8"), (None, 2, "EXIT")],
+        src)))
+    plain = cm.count_instructions(instrs)
+    assert plain["shared_wavefronts"] == 4 + 4 + 1
+    scaled = cm.count_instructions(instrs, {(str(src), 2): 2.5})
+    assert scaled["shared_wavefronts"] == 4 + 2.5 * (4 + 1) and scaled["instructions"] == plain["instructions"]
 
 
 def test_logged_fraction_follows_logged_steps():
@@ -387,6 +406,23 @@ def test_predict_cli_json(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--gpu", "a100", "--out", str(out)], env=ENV, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--gpu" in bad.stderr
     assert len(out.read_text().splitlines()) == 1  # nothing written
+
+
+def test_predict_lines_cli(tmp_path):
+    """--predict --lines N: each kernel's N costliest source lines; their counts are parts of the row's."""
+    base = [sys.executable, "-m", "superpos.bench.cli", "--predict", "--json", "-w", "phase", "--out",
+            str(tmp_path / "p.jsonl")]
+    proc = subprocess.run(base + ["--lines", "3"], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert rows and len(rows) <= 3 * len({r["kernel"] for r in rows})
+    assert all(r["workload"] == "phase" and r["line"] and r["source"] for r in rows)
+    assert [r["cycles"] for r in rows] == sorted((r["cycles"] for r in rows), reverse=True)
+    total = json.loads(subprocess.run(base, env=ENV, capture_output=True, text=True).stdout.splitlines()[0])
+    assert sum(r["instructions"] for r in rows) <= total["warp_instructions_per_model_step"] * (1 + 1e-6)
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 1  # the plain run's row: --lines writes none
+    bad = subprocess.run(base + ["--lines", "0"], env=ENV, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--lines" in bad.stderr
 
 
 def test_unroll_factor_is_the_trip_counter_countdown_only():

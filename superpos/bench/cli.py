@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "rows to bench/results/predicted.jsonl (--out to choose) and print a table")
     p.add_argument("--json", action="store_true", help="with --predict: print one JSON object per line")
     p.add_argument("--gpu", default="h100-sxm", help="with --predict: the GPU modelled, h100-sxm (default) or h200")
+    p.add_argument("--lines", type=_positive("--lines"), default=None, metavar="N",
+                   help="with --predict: instead of the table, the N source lines of each kernel that need the "
+                        "most cycles on their busiest resource (issue, FP32, ALU, shared memory...), per model-step")
     return p
 
 
@@ -203,6 +206,8 @@ def _predict(args, workloads) -> int:
         raise ValueError(f"--gpu must be one of {', '.join(DEVICES)}, got {args.gpu!r}")
     from ..kernels.configs import PRECISIONS
     _check_precisions(args.precision, PRECISIONS)
+    if args.lines:
+        return _predict_lines(args, workloads)
     rows = pr.predict_all(workloads, args.precision, args.gpu, args.models)
     out = pr.append_rows(args.out or pr.default_file(), rows)
     print(f"{len(rows)} predicted rows appended to {out}", file=sys.stderr)
@@ -213,6 +218,30 @@ def _predict(args, workloads) -> int:
             print(json.dumps(row, sort_keys=True))
     else:
         print(pr.markdown_table(rows, pr.measured_ms(rows)))
+    return 0
+
+
+def _predict_lines(args, workloads) -> int:
+    """--predict --lines N: where each kernel's predicted time goes, by source line (predict.line_costs)."""
+    import json
+    import os
+
+    from . import predict as pr
+    for wl in workloads:
+        for prec in args.precision or pr.workload_precisions(wl):
+            for K in args.models or [None]:
+                rows = pr.line_costs(wl, prec, args.gpu, K, top=args.lines)
+                if args.json:
+                    for row in rows:
+                        print(json.dumps({"workload": wl.name, "precision": prec, **row}, sort_keys=True))
+                    continue
+                print(f"\n{wl.name} {prec}: SM-cycles per model-step by source line ({args.gpu} model, predicted)")
+                print(f"{'kernel':24s} {'file:line':24s} {'binds':9s} {'cycles':>9s} {'instr':>9s} "
+                      f"{'shared wf':>9s} {'fp32':>9s}  source")
+                for r in rows:
+                    where = f"{os.path.basename(r['file'] or '?')}:{r['line']}"
+                    print(f"{r['kernel'][:24]:24s} {where[:24]:24s} {r['resource']:9s} {r['cycles']:9.0f} "
+                          f"{r['instructions']:9.0f} {r['shared_wavefronts']:9.0f} {r['fp32']:9.0f}  {r['source'][:70]}")
     return 0
 
 

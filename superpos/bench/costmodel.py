@@ -326,6 +326,8 @@ class KernelProfile:
     loops: list  # top-level sass.Loop trees
     regions: list  # [(path: enclosing sass.Loop outermost first, then sass.Side), Counter, warp cycles)]
     sides: list = field(default_factory=list)  # the weighted `if` sides (sass.Side)
+    # per region (same order): {(file, line): Counter} of the region's counts by source line
+    region_lines: list = field(default_factory=list)
 
 
 def profile_kernel(compiled) -> KernelProfile:
@@ -345,9 +347,15 @@ def profile_instructions(name: str, num_warps: int, registers: int, stack_bytes:
     loops = sass.annotate(sass.find_loops(instrs), instrs, sides)
     copies = sass.unroll_copies(instrs, loops)
     instrs = [i for i in instrs if i.addr not in copies]
-    regions = [(path, count_instructions(body, conflicts), warp_cycles(body))
-               for path, body in sass.regions(instrs, loops, sides)]
-    return KernelProfile(name, num_warps, registers, stack_bytes, shared_bytes, loops, regions, sides)
+    bodies = sass.regions(instrs, loops, sides)
+    regions = [(path, count_instructions(body, conflicts), warp_cycles(body)) for path, body in bodies]
+    lines = []
+    for _, body in bodies:
+        by_line: dict = {}
+        for ins in body:
+            by_line.setdefault((ins.file, ins.line), []).append(ins)
+        lines.append({key: count_instructions(group, conflicts) for key, group in by_line.items()})
+    return KernelProfile(name, num_warps, registers, stack_bytes, shared_bytes, loops, regions, sides, lines)
 
 
 def loop_trips(prof: KernelProfile, args: dict) -> dict:
@@ -395,6 +403,20 @@ def per_program(prof: KernelProfile, args: dict):
             total[key] += value * trips * prof.num_warps
         cycles += warp_cyc * trips
     return total, cycles
+
+
+def per_program_lines(prof: KernelProfile, args: dict) -> dict:
+    """{(file, line): Counter} of one program's counts (all its warps) by source line, weighted as
+    per_program weights the regions: where a kernel's instructions, wavefronts, FMAs come from."""
+    total: dict = {}
+    loop_trip = loop_trips(prof, args)
+    for (path, _, _), lines in zip(prof.regions, prof.region_lines):
+        trips = math.prod(branch_fraction(x, args) if isinstance(x, sass.Side) else loop_trip[x] for x in path)
+        for key, counts in lines.items():
+            acc = total.setdefault(key, Counter())
+            for name, value in counts.items():
+                acc[name] += value * trips * prof.num_warps
+    return total
 
 
 @dataclass

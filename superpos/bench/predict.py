@@ -109,9 +109,8 @@ def _profiles(launches: list, arch: int) -> tuple:
     return profiles, list(compiled.values()), uncompiled
 
 
-def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
-            arch: int = cm.ARCH) -> dict:
-    """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
+def _workload_launches(workload, precision: str, device: str, K: int | None, arch: int) -> tuple:
+    """(device, K, train config, launch mode, the launches a whole training run makes) of a workload."""
     from ..kernels.configs import choose_config, target_capability, use_split
     from ..triton_backend import family_config
     if device not in cm.DEVICES:
@@ -132,6 +131,56 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
         mode = "split" if options["split"] else "fused"
     with target_capability(capability):  # the blocks a GPU of this target gets
         launches = capture_launches(pop, cfg, **options)
+    return dev, K, cfg, mode, launches
+
+
+def line_costs(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
+               arch: int = cm.ARCH, top: int = 10) -> list:
+    """Where a workload's kernel time goes, by source line: the `top` lines of each kernel by the cycles
+    they need on their busiest resource (issue, FP32 / IMAD pipe, ALU, XU, the L1/shared pipe), per
+    model-step, each row {kernel, file, line, source, resource, cycles, instructions, shared_wavefronts,
+    fp32}. Cycles are one SM's at the model's rates, summed over the run's launches; what binds the whole
+    launch (latency, occupancy) is predict()'s."""
+    dev, K, cfg, _, launches = _workload_launches(workload, precision, device, K, arch)
+    profiles, _, _ = _profiles(launches, arch)
+    per_line: dict = {}
+    for lc, prof in zip(launches, profiles):
+        programs = math.prod(lc.grid)
+        for key, counts in cm.per_program_lines(prof, lc.bound()).items():
+            acc = per_line.setdefault((prof.name,) + key, Counter())
+            for name, value in counts.items():
+                acc[name] += value * programs
+    model_steps = K * cfg.steps
+    rows = []
+    for (kernel, file, line), counts in per_line.items():
+        cycles = cm.resource_cycles(counts, dev)
+        resource = max(cycles, key=cycles.get)
+        rows.append({"kernel": kernel, "file": file, "line": line, "source": _source_line(file, line),
+                     "resource": resource, "cycles": cycles[resource] / model_steps,
+                     "instructions": counts["instructions"] / model_steps,
+                     "shared_wavefronts": counts["shared_wavefronts"] / model_steps,
+                     "fp32": counts["fp32"] / model_steps})
+    rows.sort(key=lambda r: -r["cycles"])
+    kept = Counter()
+    out = []
+    for r in rows:
+        if kept[r["kernel"]] < top:
+            kept[r["kernel"]] += 1
+            out.append(r)
+    return out
+
+
+def _source_line(file: str | None, line: int | None) -> str:
+    try:
+        return Path(file).read_text().splitlines()[line - 1].strip() if file and line else ""
+    except (OSError, IndexError):
+        return ""
+
+
+def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
+            arch: int = cm.ARCH) -> dict:
+    """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
+    dev, K, cfg, mode, launches = _workload_launches(workload, precision, device, K, arch)
     profiles, distinct, uncompiled = _profiles(launches, arch)
 
     counts, seconds_by, resource_s = Counter(), Counter(), Counter()
