@@ -290,7 +290,10 @@ def shared_accesses(ptx: str, num_warps: int) -> list:
         operand, width, lanes, assumed = shape
         file, line = (files.get(loc[0]), loc[1]) if loc else (None, None)
         m = _ADDRESS.match(operand.strip())
-        base = values.value(m.group(1)) if m else None
+        try:
+            base = values.value(m.group(1)) if m else None
+        except RecursionError:  # a definition chain deeper than Python's stack: unknown, counted as assumed
+            base = None
         if base is None:
             out.append(Access(file, line, op, width, assumed, None))
         elif lanes < 32:  # ldmatrix / stmatrix: as they are
