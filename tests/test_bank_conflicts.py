@@ -73,6 +73,17 @@ def test_addresses_from_the_thread_index():
     ''')
     # two addresses, both on bank 0: the lanes sharing one are served together, 2 wavefronts
     assert a.wavefronts == 2
+    # div/rem (truncating): lane -> (lane / 8) * 40 + lane % 8 words: bank 8 (lane / 8) + lane % 8, no two
+    # lanes on one bank (with rows 32 words apart it would be 4-way)
+    a = one('''
+        div.u32 %r2, %r1, 8;
+        rem.u32 %r5, %r1, 8;
+        mad.lo.s32 %r6, %r2, 40, %r5;
+        shl.b32 %r7, %r6, 2;
+        add.s32 %r3, %r9, %r7;
+        ld.shared.b32 %r4, [%r3];
+    ''')
+    assert a.wavefronts == 1
     # an address read from memory is unknown and counted as assumed (conflict-free)
     a = one('''
         ld.global.b32 %r2, [%rd1];

@@ -99,6 +99,14 @@ def _signed(opcode: str) -> bool:
     return any(re.fullmatch(r"s(8|16|32|64)", p) for p in opcode.split(".")[1:])
 
 
+def _truncating_div(a: int, b: int) -> int:
+    """PTX's integer division: rounds toward zero (0 where b is 0: undefined in PTX, never an address)."""
+    if b == 0:
+        return 0
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
 class ThreadValues:
     """Integer values of PTX registers in each of `threads` threads (lists of Python ints), None where a
     value depends on memory or on an operation not modelled."""
@@ -140,13 +148,6 @@ class ThreadValues:
             i, j, parts = self.defs[s]
             self.cache[s] = self._compute(i, j, parts)
         return self.cache[s]
-
-    def address(self, operand: str):
-        m = _ADDRESS.match(operand.strip())
-        if not m:
-            return None
-        base = self.value(m.group(1))
-        return None if base is None else [b + int(m.group(2) or 0) for b in base]
 
     def _compute(self, i: int, j: int, parts: int):
         op, ops, _, _ = self.instrs[i]
@@ -195,8 +196,8 @@ class ThreadValues:
             "shr": lambda a, b: arg(a) >> min(b & 0xFF, bits),
             "min": lambda a, b: min(arg(a), arg(b)), "max": lambda a, b: max(arg(a), arg(b)),
             "selp": lambda a, b, p: a if p else b,
-            "div": lambda a, b: int(arg(a) / arg(b)) if arg(b) else 0,
-            "rem": lambda a, b: arg(a) - int(arg(a) / arg(b)) * arg(b) if arg(b) else 0,
+            "div": lambda a, b: _truncating_div(arg(a), arg(b)),
+            "rem": lambda a, b: arg(a) - _truncating_div(arg(a), arg(b)) * arg(b),
         }.get(name)
         if f is not None:
             return [f(*x) & out_mask for x in cols]
