@@ -347,14 +347,13 @@ def profile_instructions(name: str, num_warps: int, registers: int, stack_bytes:
     loops = sass.annotate(sass.find_loops(instrs), instrs, sides)
     copies = sass.unroll_copies(instrs, loops)
     instrs = [i for i in instrs if i.addr not in copies]
-    bodies = sass.regions(instrs, loops, sides)
-    regions = [(path, count_instructions(body, conflicts), warp_cycles(body)) for path, body in bodies]
-    lines = []
-    for _, body in bodies:
+    regions, lines = [], []
+    for path, body in sass.regions(instrs, loops, sides):
         by_line: dict = {}
         for ins in body:
             by_line.setdefault((ins.file, ins.line), []).append(ins)
         lines.append({key: count_instructions(group, conflicts) for key, group in by_line.items()})
+        regions.append((path, sum(lines[-1].values(), Counter()), warp_cycles(body)))  # the lines' counts summed
     return KernelProfile(name, num_warps, registers, stack_bytes, shared_bytes, loops, regions, sides, lines)
 
 
@@ -391,14 +390,20 @@ def loop_trips(prof: KernelProfile, args: dict) -> dict:
     return trips
 
 
+def region_weights(prof: KernelProfile, args: dict) -> list:
+    """How often each region runs per program for one call's arguments: its loops' trips times its `if`
+    sides' fractions (in prof.regions' order)."""
+    loop_trip = loop_trips(prof, args)
+    return [math.prod(branch_fraction(x, args) if isinstance(x, sass.Side) else loop_trip[x] for x in path)
+            for path, _, _ in prof.regions]
+
+
 def per_program(prof: KernelProfile, args: dict):
     """(counts summed over the program's warps, one warp's cycles) for one call's arguments: each region
-    weighted by its loops' trips and its `if` sides' fractions."""
+    weighted by region_weights."""
     total: Counter = Counter()
     cycles = 0.0
-    loop_trip = loop_trips(prof, args)
-    for path, counts, warp_cyc in prof.regions:
-        trips = math.prod(branch_fraction(x, args) if isinstance(x, sass.Side) else loop_trip[x] for x in path)
+    for (_, counts, warp_cyc), trips in zip(prof.regions, region_weights(prof, args)):
         for key, value in counts.items():
             total[key] += value * trips * prof.num_warps
         cycles += warp_cyc * trips
@@ -409,9 +414,7 @@ def per_program_lines(prof: KernelProfile, args: dict) -> dict:
     """{(file, line): Counter} of one program's counts (all its warps) by source line, weighted as
     per_program weights the regions: where a kernel's instructions, wavefronts, FMAs come from."""
     total: dict = {}
-    loop_trip = loop_trips(prof, args)
-    for (path, _, _), lines in zip(prof.regions, prof.region_lines):
-        trips = math.prod(branch_fraction(x, args) if isinstance(x, sass.Side) else loop_trip[x] for x in path)
+    for lines, trips in zip(prof.region_lines, region_weights(prof, args)):
         for key, counts in lines.items():
             acc = total.setdefault(key, Counter())
             for name, value in counts.items():

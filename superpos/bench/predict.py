@@ -172,9 +172,14 @@ def line_costs(workload, precision: str = "ieee", device: str = "h100-sxm", K: i
 
 def _source_line(file: str | None, line: int | None) -> str:
     try:
-        return Path(file).read_text().splitlines()[line - 1].strip() if file and line else ""
+        return _source_lines(file)[line - 1].strip() if file and line else ""
     except (OSError, IndexError):
         return ""
+
+
+@functools.lru_cache(maxsize=None)
+def _source_lines(file: str) -> list:
+    return Path(file).read_text().splitlines()  # read once per file, not once per reported line
 
 
 def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
