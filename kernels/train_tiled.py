@@ -274,7 +274,7 @@ def _update_chunk(W_ptr, WT_ptr, b_ptr, Wd_ptr, mW_ptr, vW_ptr, mb_ptr, vb_ptr, 
     gW = _slice_sum(pW_ptr, k, n_slices, m * n, o_p, mw, tl.zeros((MP, NC), dtype=tl.float32))
     W = _adamw_at(W_ptr, mW_ptr, vW_ptr, k * m * n + o_p, mw, gW, consts, beta1, beta2, eps)
     if MIRROR:
-        tl.store(WT_ptr + k * m * n + cols[None, :] * m + offs_m[:, None], W, mask=mw)
+        tl.store(WT_ptr + k * m * n + _dec_offsets(m, n, offs_m, cols, False), W, mask=mw)  # W_dec's layout
     gb = _slice_sum(pb_ptr, k, n_slices, n, cols, mask_c, tl.zeros((NC,), dtype=tl.float32))
     _adamw_at(b_ptr, mb_ptr, vb_ptr, k * n + cols, mask_c, gb, consts, beta1, beta2, eps)
     if not TIED:
