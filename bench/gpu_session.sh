@@ -4,8 +4,9 @@
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~7 min of timeouts; timeout_s 440)
 #   bash bench/gpu_session.sh dd         # at once after it (warm): the paper-size double descent (~5 min)
-#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after W's mirror, torch.compile)
-#   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile sweep scaling
+#   bash bench/gpu_session.sh before small stalls   # a third call if time is left (before/after W's mirror,
+#                                        # torch.compile, the small kernel's stall reasons)
+#   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile stalls sweep scaling
 # What the sessions so far left open (bench/README.md, "Second GPU session"): the n=400 accuracy gap, whose
 # cause (AdamW's 1 - beta2 in float32) was fixed on the CPU: confirm it (accuracy, tests), the GPU tests, tf32x3 and the tiled kernels against the peers
 # (tiled), the double descent at paper size (dd: its groups now run side by side), torch.compile beside
@@ -84,6 +85,14 @@ for step in "${steps[@]}"; do
             --section LaunchStats --csv --page details \
             python bench/profile_workload.py phase:ieee:100 phase3:ieee:100 uniform:ieee:1 uniform:tf32:1 \
             geometry:tf32x3:1 ;;  # shared-load wavefronts per kernel: the bank-conflict model's check
+    stalls)  # why the small kernel issues 2.55 of 4 instructions a clock (phase ran 1.68x its prediction
+             # with 1.3 eligible warps of 3 per scheduler, and 128 / 96 register caps did not help): every
+             # raw metric of the warp-state section - the stall reasons per issued instruction - for phase's
+             # and uniform ieee's kernels, two launches each
+        ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
+        run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 4 \
+            -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats --page raw --csv \
+            python bench/profile_workload.py phase:ieee:100 uniform:ieee:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
@@ -119,7 +128,7 @@ for step in "${steps[@]}"; do
         fi ;;
     scaling)  # K = 1 .. 1,000,000
         run 45 bench_scaling "${bench[@]}" -w scaling -b triton,torch ;;
-    *) echo "unknown step $step (info accuracy tests tune tiled dd before small profile sweep scaling)" >&2; exit 2 ;;
+    *) echo "unknown step $step (info accuracy tests tune tiled dd before small profile stalls sweep scaling)" >&2; exit 2 ;;
     esac
 done
 log "done: ${steps[*]}"
