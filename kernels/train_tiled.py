@@ -122,13 +122,14 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                  RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                  SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                 TIED: tl.constexpr):
+                 TIED: tl.constexpr, MIRROR: tl.constexpr):
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
     registers for the whole slice; dW is written once per slice. Tied models ignore Wd, bh, pWd, pbh.
-    WT: W's mirror (n, m) per model, read instead of W's transposed tile by the ieee (FMA) products that
-    contract over features (pass 1, and gh for tied models; an untied model's gh reads W_dec itself).
+    WT: W's mirror (n, m) per model; with MIRROR (the launcher's one rule: ieee, the FMA products) read
+    instead of W's transposed tile by the products that contract over features (pass 1, and gh for tied
+    models; an untied model's gh reads W_dec itself, already (n, m)).
     x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3."""
     # model k's arrays and slot (k, sl)'s partials and x tile as scalar (64-bit) base pointers, so that
     # the tile offsets kept across the loops are 32-bit (one model's m n fits; K m n may not)
@@ -154,7 +155,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     a = tl.zeros((BG * LANES, MP), dtype=tl.float32)
     for c in range(0, n, NC):
         cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        if PREC == "ieee":
+        if MIRROR:
             wT_hi = _transposed_tile(WT_ptr, m, offs_m, cols, mask_m, mask_c)  # [NC, MP]
             wT_lo = wT_hi
         else:  # tensor-core operands take a swizzled shared layout: the transposed tile costs nothing
@@ -175,7 +176,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     hT_lo = tl.trans(h_lo)
     # pass 2: outputs, loss, gz; gh = gz D; db = sum gz; h^T gz (tied: pW; untied: pWd = dW_dec^T)
     dec_ptr = W_ptr
-    decT_ptr = WT_ptr  # D^T's [NC, MP] tiles for gh (ieee): W's mirror, or an untied model's W_dec as it is
+    decT_ptr = WT_ptr  # D^T's [NC, MP] tiles for gh (MIRROR): W's mirror, or an untied model's W_dec as it is
     pdec_ptr = pW_ptr
     if not TIED:
         dec_ptr = Wd_ptr
@@ -199,7 +200,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         if RELU:
             gz = tl.where(z > 0.0, gz, 0.0)
         gz_hi, gz_lo = _split(gz, PREC)
-        if PREC == "ieee":
+        if MIRROR:
             dT = _transposed_tile(decT_ptr, m, offs_m, cols, mask_m, mask_c)
             gh = _dot(gz_hi, gz_lo, dT, dT, gh, PREC)  # [4 BG, MP]
         else:
@@ -304,7 +305,7 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (the *_out parameters become its working
     copy; WT: W's mirror, W_in transposed, kept in step by the update). Tied models ignore the Wd, bh
     pointers and their moments and partials."""
@@ -327,13 +328,13 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
             _slice_grads(xs_ptr, W_out, WT_ptr, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                          seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                          k, sl, k, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
-                         SETS, SYMMETRIC, DATASET, TABS, TIED)
+                         SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
             _update_chunk(W_out, WT_ptr, b_out, Wd_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr, mWd_ptr, vWd_ptr, pW_ptr,
                           pb_ptr, pWd_ptr, consts_ptr, k, c, n_slices, t0 + s, n, m, beta1, beta2, eps, MP, NC, TIED,
-                          PREC == "ieee")
+                          MIRROR)
         if not TIED:
             _update_hidden_bias(bh_out, mbh_ptr, vbh_ptr, pbh_ptr, consts_ptr, k, n_slices, t0 + s, m,
                                 beta1, beta2, eps, MP)
@@ -347,13 +348,13 @@ def _tiled_grads_kernel(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
     _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1),
                  tl.program_id(0).to(tl.int64) * n_slices + tl.program_id(1), n_slices, t, n, m, B, T, coef,
-                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED)
+                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR)
 
 
 @kernel
@@ -396,7 +397,9 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
         untied_in, untied_out = (state.Wd_in, state.bh_in), (state.Wd_out, state.bh_out)
         untied_moments = (state.mWd, state.vWd, state.mbh, state.vbh)
     T = data.dataset_size or 1  # (any value without a dataset)
-    # W's mirror (K, n, m) for the ieee gradients (see _transposed_tile); other precisions never read it
+    # W's mirror (K, n, m): read by the ieee (FMA) products, whose shared-memory operands are unswizzled
+    # (_transposed_tile); tensor-core operands are swizzled, so the other precisions never read it. The
+    # kernels take this rule as their MIRROR constexpr: decided here only
     mirror = cfg.input_precision == "ieee"
     WT = state.W_in.transpose(1, 2).contiguous() if mirror else state.W_in
     # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
@@ -404,7 +407,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     xs = torch.empty((K, n_slices if split else 1, cfg.slice_size, n), dtype=torch.float32, device=state.W_in.device)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
-                   TABS=data.target_abs, TIED=tied)
+                   TABS=data.target_abs, TIED=tied, MIRROR=mirror)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:  # maxnreg 255 unless a kernel_config caps it: Triton 3.9's ptxas otherwise capped the
