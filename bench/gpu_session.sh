@@ -87,11 +87,14 @@ for step in "${steps[@]}"; do
             geometry:tf32x3:1 ;;  # shared-load wavefronts per kernel: the bank-conflict model's check
     stalls)  # why the small kernel issues 2.55 of 4 instructions a clock (phase ran 1.68x its prediction
              # with 1.3 eligible warps of 3 per scheduler, and 128 / 96 register caps did not help): every
-             # raw metric of the warp-state section - the stall reasons per issued instruction - for phase's
-             # and uniform ieee's kernels, two launches each
+             # raw metric of three sections for phase's and uniform ieee's kernels - the stall reasons per
+             # issued instruction (a pipe throttle, a dependency, an instruction-cache miss: phase's step
+             # runs ~18 KB of code once per step), each pipe's busy cycles (what an IMAD.WIDE or I2FP
+             # really costs, against the cost model's rates) and the executed opcode mix
         ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
         run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 4 \
-            -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats --page raw --csv \
+            -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats \
+            --section ComputeWorkloadAnalysis --section InstructionStats --page raw --csv \
             python bench/profile_workload.py phase:ieee:100 uniform:ieee:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"

@@ -30,9 +30,13 @@ from superpos.bench.workloads import get_workload
 # (workload, precision, steps timed) -> kernel_config variants ({} is the chosen config)
 VARIANTS = {
     # small kernel, tiny path (1 warp, 32 sample groups, 168 registers: 12 warps per SM): more warps per
-    # SM (a register cap), more samples per thread (ILP), more warps per model
-    ("phase", "ieee", 200): [{}, {"max_registers": 128}, {"max_registers": 96}, {"BG": 64},
-                             {"BG": 64, "num_warps": 2}, {"BG": 64, "max_registers": 128}],
+    # SM (a register cap), more samples per thread (ILP), more warps per model; fewer tiles per tile-loop
+    # trip (4 by default: a step runs ~18 KB of code once, 2.9 K instructions in all; 1 tile: 1.3 K, 121
+    # registers, predicted 0.8% more instructions) - does the instruction cache bind, where register caps
+    # (more warps) did not help?
+    ("phase", "ieee", 200): [{}, {"tile_unroll": 1}, {"tile_unroll": 2}, {"max_registers": 128},
+                             {"max_registers": 96}, {"BG": 64}, {"BG": 64, "num_warps": 2},
+                             {"BG": 64, "max_registers": 128}],
     ("phase3", "ieee", 200): [{}, {"max_registers": 128}, {"BG": 64}, {"BG": 64, "num_warps": 2}],
     # tiled kernels: tile (BG samples x 4), warps and the split kernel's register cap
     ("uniform", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}, {"BG": 32, "num_warps": 8},

@@ -128,6 +128,7 @@ class KernelConfig:
     fp_fusion: bool = True
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
     max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
+    tile_unroll: int | None = None  # small, tiny path: whole tiles per tile-loop trip (None: train_small.tile_unroll)
     fused_max_registers: int = 255  # tiled, fused kernel: its cap (a kernel_config max_registers sets both)
 
     def register_cap(self) -> dict:
@@ -188,7 +189,9 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
 # settings by float32 rounding; the defaults above are what every contract test checks.
 # fp_fusion (bool): FMA contraction of the element-wise arithmetic, off to test whether a GPU-only
 # rounding difference comes from it (bench/accuracy_trace.py's `nofusion` cases).
-TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion")
+# tile_unroll (tiny path only): whole tiles per trip of its tile loop (the code a step runs grows with it;
+# the sums' order does not change: results are bit-identical across it).
+TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll")
 
 
 def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
@@ -199,7 +202,7 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
     if unknown:
         raise ValueError(f"kernel_config keys must be among {', '.join(TUNABLE)}, got {', '.join(unknown)}")
     for key, value in overrides.items():
-        if key == "max_registers" and value is None:
+        if key in ("max_registers", "tile_unroll") and value is None:
             continue
         if key == "fp_fusion":
             if not isinstance(value, bool):

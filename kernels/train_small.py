@@ -472,7 +472,8 @@ def _tiny_tile(acc, g, seed, t, B, first, T, tabs, P, ic, imp, gram,
 
 @triton.constexpr_function
 def tile_unroll(n, plain):
-    """Whole tiles per trip of the tiny path's tile loop (the cost model reads it too). Four for the plain
+    """Whole tiles per trip of the tiny path's tile loop (the launcher's default; a kernel_config
+    tile_unroll overrides it, and the cost model reads the launch's UNROLL). Four for the plain
     model (Gram form, plain data) at n <= 2 (phase: 1,659 -> 1,640 warp instructions per model-step, 121 ->
     168 registers); one elsewhere, where more tiles per trip cost registers for little (phase3 at two: 147
     -> 184 registers for 0.4%, at four 240 and latency-bound; phase with a hidden ReLU at four: 220
@@ -520,12 +521,12 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                 coef, inv_bn, beta1, beta2, eps,
                 N: tl.constexpr, M: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr, HRELU: tl.constexpr,
                 TIED: tl.constexpr, ABS: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr,
-                DATASET: tl.constexpr, GATE_SRC: tl.constexpr):
+                DATASET: tl.constexpr, GATE_SRC: tl.constexpr, UNROLL: tl.constexpr):
+    """The tiny path (see _train_small_kernel); UNROLL whole tiles per trip of the tile loop."""
     GRAM: tl.constexpr = TIED and not HRELU
     NPAR: tl.constexpr = M * N + N if TIED else 2 * M * N + N + M
     NSYM: tl.constexpr = N * (N + 1) // 2
     LOSS_AT: tl.constexpr = NSYM + N if GRAM else NPAR  # the loss's place among the step's sums
-    UNROLL: tl.constexpr = tile_unroll(N, GRAM and not (SETS or SYMMETRIC or DATASET))
     tl.static_assert(NPAR <= BG, "the tiny path keeps one parameter per lane: NPAR <= BG")
     k = tl.program_id(0).to(tl.int64)
     o_b = k * N
@@ -603,8 +604,9 @@ def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
                         MP: tl.constexpr, NP: tl.constexpr, BG: tl.constexpr, RELU: tl.constexpr,
                         TINY: tl.constexpr, HRELU: tl.constexpr, TIED: tl.constexpr, ABS: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr,
-                        GATE_SRC: tl.constexpr):
-    """One program per model. TINY: MP, NP are m, n exactly (unrolled path); else their padded sizes.
+                        GATE_SRC: tl.constexpr, UNROLL: tl.constexpr):
+    """One program per model. TINY: MP, NP are m, n exactly (unrolled path, UNROLL whole tiles per trip
+    of its tile loop: the order of the sums does not depend on it); else their padded sizes.
     The family (HRELU, TIED, ABS) and the data options (SETS, SYMMETRIC, DATASET: dataset of T samples,
     B the batch's real size) are constexprs: the plain model compiles as if they did not exist."""
     if TINY:
@@ -613,7 +615,7 @@ def _train_small_kernel(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr
                     seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, imp_ptr, consts_ptr, loss_ptr,
                     B, T, t0, n_steps, total_steps, log_every, n_log,
                     coef, inv_bn, beta1, beta2, eps, NP, MP, BG, RELU, HRELU, TIED, ABS, SETS, SYMMETRIC,
-                    DATASET, GATE_SRC)
+                    DATASET, GATE_SRC, UNROLL)
     else:
         _train_blocks(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
                       Wd_in, bh_in, Wd_out, bh_out, mWd_ptr, vWd_ptr, mbh_ptr, vbh_ptr,
@@ -679,6 +681,8 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     # maxnreg=255: ptxas otherwise caps the 8-warp kernel at 128 registers at n=37, m=5 under Triton 3.9
     # (32 bytes of stack) and at BG=2 under 3.6; 255 is what one 256-thread program per SM allows anyway.
     # (A kernel_config may set another cap: configs.with_overrides.)
+    gram_plain = not (untied or data.hidden_relu or data.sets or data.symmetric or data.dataset_size is not None)
+    unroll = (cfg.tile_unroll or tile_unroll(n, gram_plain)) if cfg.tiny else 1
     with LAUNCH_LOCK:
         _train_small_kernel[(K,)](
             state.W_in, state.b_in, state.W_out, state.b_out, state.mW, state.vW, state.mb, state.vb, *dec,
@@ -688,5 +692,6 @@ def train_small(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
             MP=cfg.MP, NP=cfg.NP, BG=cfg.BG, RELU=data.relu, TINY=cfg.tiny, HRELU=data.hidden_relu,
             TIED=not untied, ABS=data.target_abs, SETS=data.sets, SYMMETRIC=data.symmetric,
             DATASET=data.dataset_size is not None, GATE_SRC=data.gate_src if cfg.tiny else 0,
+            UNROLL=unroll,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages, enable_fp_fusion=cfg.fp_fusion,
             maxnreg=cfg.max_registers or 255)

@@ -34,11 +34,28 @@ def test_overrides_replace_only_the_named_fields():
                                           ({"num_warps": 0}, "kernel_config num_warps must be"),
                                           ({"max_registers": "many"}, "kernel_config max_registers must be"),
                                           ({"BG": True}, "kernel_config BG must be a positive int"),
-                                          ({"fp_fusion": 1}, "kernel_config fp_fusion must be True or False")])
+                                          ({"fp_fusion": 1}, "kernel_config fp_fusion must be True or False"),
+                                          ({"tile_unroll": 0}, "kernel_config tile_unroll must be a positive int")])
 def test_bad_overrides_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         with_overrides(choose_config(2, 1, 1024), bad)
-    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion"}
+    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll"}
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 3])
+def test_tile_unroll_changes_no_bit(unroll):
+    """The tiny path's tiles per loop trip (default 4 for phase's plain model) is code layout only: the
+    slots sum their tiles in the same order, so parameters, moments and losses are bit-identical.
+    B = 685: runs of whole tiles, whole tiles left over and the masked last tile all occur."""
+    K = 3
+    pop = _pop(2, 1, K)
+    cfg = sp.TrainConfig(steps=4, batch_size=685, log_every=2)
+    assert choose_config(2, 1, 685).tiny
+    base = sp.train(pop, cfg, backend="triton")
+    got = sp.train(pop, cfg, backend="triton", kernel_config={"tile_unroll": unroll})
+    for a, b in ((got.W, base.W), (got.b, base.b), (got.loss_history, base.loss_history)):
+        assert torch.equal(a, b)
+    assert rel_err(got.W, train_torch(pop, cfg).W) < 1e-4  # and it is training: near the reference
 
 
 @pytest.mark.parametrize("n,m,B,override", [
@@ -69,6 +86,9 @@ for split in (False, True):
         caps = [lc.kwargs.get("maxnreg") for lc in capture_launches(pop, cfg, split=split, kernel_config=override)
                 if "grads" in lc.name or "train_tiled" in lc.name]
         print(split, override is not None, sorted(set(caps), key=str))
+phase = sp.Population(sp.ModelSpec(2, 1, "relu"), feature_probability=0.1, seed=[0])
+for override in (None, {"tile_unroll": 2}):
+    print([lc.kwargs["UNROLL"] for lc in capture_launches(phase, cfg, kernel_config=override)])
 """
 
 
@@ -84,3 +104,5 @@ def test_register_cap_reaches_the_tiled_kernel_in_either_mode():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:4] == ["False False [255]", "False True [200]", "True False [None]",
                                           "True True [200]"]
+    # and a tile_unroll reaches the tiny path's UNROLL (phase's default: 4 tiles per trip)
+    assert out.stdout.split("\n")[4:6] == ["[4]", "[2]"]

@@ -293,9 +293,8 @@ def branch_fraction(side: sass.Side, args: dict) -> float:
 
 
 def _tile_unroll(a: dict) -> int:
-    """kernels.train_small.tile_unroll for a call of _train_small_kernel (plain: Gram form, plain data)."""
-    from ..kernels.train_small import tile_unroll
-    return tile_unroll(a["NP"], a["TIED"] and not (a["HRELU"] or a["SETS"] or a["SYMMETRIC"] or a["DATASET"]))
+    """Whole tiles per trip of the tiny path's tile loop in a call of _train_small_kernel."""
+    return a["UNROLL"]
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
