@@ -3,9 +3,10 @@
 # A machine start costs 30-100 s; a call made within 30 s of the last one's return finds the machine still
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~7 min of timeouts; timeout_s 440)
-#   bash bench/gpu_session.sh dd         # at once after it (warm): the paper-size double descent (~5 min)
-#   bash bench/gpu_session.sh before small stalls   # a third call if time is left (before/after W's mirror,
-#                                        # torch.compile, the small kernel's stall reasons)
+#   bash bench/gpu_session.sh dd stalls  # at once after it (warm): the paper-size double descent (~5 min)
+#                                        # and the small kernel's stall reasons, 4 vs 1 tiles a trip (~1 min)
+#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after W's mirror,
+#                                        # torch.compile beside phase3)
 #   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile stalls sweep scaling
 # What the sessions so far left open (bench/README.md, "Second GPU session"): the n=400 accuracy gap, whose
 # cause (AdamW's 1 - beta2 in float32) was fixed on the CPU: confirm it (accuracy, tests), the GPU tests, tf32x3 and the tiled kernels against the peers
@@ -92,10 +93,12 @@ for step in "${steps[@]}"; do
              # runs ~18 KB of code once per step), each pipe's busy cycles (what an IMAD.WIDE or I2FP
              # really costs, against the cost model's rates) and the executed opcode mix
         ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
-        run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 4 \
+        # phase twice: as chosen (4 tiles a loop trip) and with 1 (a third of the code): their durations
+        # and stall reasons side by side say whether the instruction cache binds
+        run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 6 \
             -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats \
-            --section ComputeWorkloadAnalysis --section InstructionStats --page raw --csv \
-            python bench/profile_workload.py phase:ieee:100 uniform:ieee:1 ;;
+            --section ComputeWorkloadAnalysis --section InstructionStats --section SpeedOfLight --page raw \
+            --csv python bench/profile_workload.py phase:ieee:100 phase:ieee:100:tile_unroll=1 uniform:ieee:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
