@@ -204,6 +204,9 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
     for key, value in overrides.items():
         if key in ("max_registers", "tile_unroll") and value is None:
             continue
+        if key == "tile_unroll" and not (cfg.kind == "small" and cfg.tiny):
+            raise ValueError("kernel_config tile_unroll applies to the small kernel's tiny path only (n <= 5), "
+                             f"not to this shape's {cfg.kind} kernel")
         if key == "fp_fusion":
             if not isinstance(value, bool):
                 raise ValueError(f"kernel_config fp_fusion must be True or False, got {value!r}")

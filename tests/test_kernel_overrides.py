@@ -39,13 +39,15 @@ def test_overrides_replace_only_the_named_fields():
 def test_bad_overrides_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         with_overrides(choose_config(2, 1, 1024), bad)
+    with pytest.raises(ValueError, match="tile_unroll applies to the small kernel's tiny path only"):
+        with_overrides(choose_config(400, 30, 1024), {"tile_unroll": 2})  # a tiled shape: no tile loop to unroll
     assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll"}
 
 
 @pytest.mark.parametrize("unroll", [1, 2, 3])
 def test_tile_unroll_changes_no_bit(unroll):
     """The tiny path's tiles per loop trip (default 4 for phase's plain model) is code layout only: the
-    slots sum their tiles in the same order, so parameters, moments and losses are bit-identical.
+    slots sum their tiles in the same order, so parameters and losses are bit-identical.
     B = 685: runs of whole tiles, whole tiles left over and the masked last tile all occur."""
     K = 3
     pop = _pop(2, 1, K)
