@@ -119,8 +119,9 @@ for step in "${steps[@]}"; do
     before)  # issue 11's before/after on one machine: the kernels of $BEFORE (its package laid out from
              # this checkout's git history) and this checkout's, one process each, the same calls
              # (bench/before_after.py). Default: bf96014, the ieee kernel before W's mirror (bank conflicts:
-             # predicted uniform 604 -> 424, geometry 1,018 -> 714 ms per 1,000 steps); BEFORE=0e9c413 is
-             # the kernels-as-launched fixes, measured against the rebuild on the H200
+             # predicted uniform 604 -> 424, geometry 1,018 -> 714 ms per 1,000 steps) and tf32x3 before
+             # Hopper's gz-kept block under the 168-register cap (262 -> 229); BEFORE=0e9c413 is the
+             # kernels-as-launched fixes, measured against the rebuild on the H200
         BEFORE=${BEFORE:-bf96014}
         items=${BEFORE_ITEMS:-"uniform:ieee:100 geometry:ieee:100 uniform:tf32x3:100"}
         rm -rf /tmp/before-site && mkdir -p /tmp/before-site

@@ -33,7 +33,8 @@
     tf32x3  8, 4: 559 | 16, 4: 315 | 32, 4: 266 (264 B) | 16, 2: 271 (240 B) | 16, 8: 555 | 32, 8: 394
                                                                -> 16, 4, split only (255 registers on sm_80)
   On Hopper the plain model at MP=32 ieee takes 32, 4 (TILED_SM90_PLAIN, measured 0.77x / 0.78x the time
-  of 16, 4 for uniform / geometry on an H200; spill-free on sm_90 only for plain data).
+  of 16, 4 for uniform / geometry on an H200; spill-free on sm_90 only for plain data), and tf32x3 at
+  MP=16/32 keeps gz in the scratch under a 168-register cap (TILED_SM90_GZ_KEPT: predicted 262 -> 229).
   MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
   8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
   (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
@@ -84,7 +85,15 @@ TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (1
 # (bench/tune_gpu.py, 2026-11-27: BG 32 at MP=32 ieee, uniform 950 -> 728 ms per 1,000 steps, geometry
 # 1,483 -> 1,163) but they spill elsewhere (compile check: 16-80 B on sm_80; 208-248 B with correlated
 # sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere, so it is not here).
-TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None)}
+TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None), (16, "tf32x3"): (16, 4, False, 168),
+                    (32, "tf32x3"): (16, 4, False, 168)}
+# tf32x3 there keeps gz beside x in the slot's scratch and computes h^T gz in a loop after pass 2 (not in
+# it), so that pass 2 holds h in one operand layout, not two: the kernel then fits the 168-register cap
+# (three programs per SM) without spilling on sm_90 (uncapped it takes 230: two). Predicted, H100 SXM,
+# Triton 3.6: uniform 262 -> 229, geometry 443 -> 359 ms per 1,000 steps; a 168 cap on the old kernel
+# (152 B spilled) measured 0.73x on the H200. Elsewhere it spills (sm_80: 144-152 B; with a dataset
+# 16 B on sm_90), so it is Hopper's, for the plain model. Same products in the same order: same bits.
+TILED_SM90_GZ_KEPT = ("tf32x3",)
 # ...on the Triton versions whose compile of them was checked spill-free (superpos.compile_check). With W's
 # mirror (kernels/train_tiled.py) Triton 3.6 compiles BG 32 to 186 registers; 3.9's ptxas loads pass 1's
 # whole x operand (32 LDS.128) before its first FFMA and spills 200-232 B, so 3.9 keeps BG 16 (194
@@ -129,6 +138,7 @@ class KernelConfig:
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
     max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
     tile_unroll: int | None = None  # small, tiny path: whole tiles per tile-loop trip (None: train_small.tile_unroll)
+    gz_kept: bool = False  # tiled: gz kept beside x in the scratch, h^T gz a loop after pass 2 (TILED_SM90_GZ_KEPT)
     fused_max_registers: int = 255  # tiled, fused kernel: its cap (a kernel_config max_registers sets both)
 
     def register_cap(self) -> dict:
@@ -176,11 +186,13 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
+    gz_kept = plain and hopper and input_precision in TILED_SM90_GZ_KEPT and (MP, input_precision) in TILED_SM90_PLAIN \
+        and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON)
     NC = TILED_NC
     if hopper and finite_dataset and gram and MP == 16 and input_precision == "ieee":
         NC, fused_ok = TILED_DATASET_NC, False
     return KernelConfig("tiled", MP, NC, BG, warps, input_precision, num_stages=1, slice_size=4 * BG,
-                        fused_ok=fused_ok, max_registers=max_registers if gram else None)
+                        fused_ok=fused_ok, max_registers=max_registers if gram else None, gz_kept=gz_kept)
 
 
 # Fields a caller may set by hand (`sp.train(..., backend="triton", kernel_config={...})`): for measuring

@@ -122,7 +122,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                  RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                  SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                 TIED: tl.constexpr, MIRROR: tl.constexpr):
+                 TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
@@ -130,7 +130,11 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     WT: W's mirror (n, m) per model; with MIRROR (the launcher's one rule: ieee, the FMA products) read
     instead of W's transposed tile by the products that contract over features (pass 1, and gh for tied
     models; an untied model's gh reads W_dec itself, already (n, m)).
-    x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3."""
+    x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3.
+    GZ_KEPT (configs.TILED_SM90_GZ_KEPT: Hopper's tf32x3): pass 2 also writes gz into the slot (after x),
+    and h^T gz is a loop of its own after pass 2 instead of pass 2's, so that pass 2 does not hold h in a
+    second (the transposed) operand layout: tf32x3 then fits 168 registers, three programs per SM,
+    without spilling. Either way the same products in the same order: the same bits."""
     # model k's arrays and slot (k, sl)'s partials and x tile as scalar (64-bit) base pointers, so that
     # the tile offsets kept across the loops are 32-bit (one model's m n fits; K m n may not)
     W_ptr += k * m * n
@@ -141,7 +145,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     pW_ptr += slot * m * n
     pWd_ptr += slot * m * n
     pb_ptr += slot * n
-    xs_ptr += x_slot * (BG * LANES) * n
+    xs_ptr += x_slot * (2 if GZ_KEPT else 1) * (BG * LANES) * n
+    gzs_ptr = xs_ptr + (BG * LANES) * n  # gz's tile (GZ_KEPT)
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
@@ -172,9 +177,11 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     h = tl.maximum(a, 0.0) if HRELU else a
     tl.debug_barrier()  # x's tile, stored by every thread, is read back in other layouts
     h_hi, h_lo = _split(h, PREC)
-    hT_hi = tl.trans(h_hi)
-    hT_lo = tl.trans(h_lo)
-    # pass 2: outputs, loss, gz; gh = gz D; db = sum gz; h^T gz (tied: pW; untied: pWd = dW_dec^T)
+    if not GZ_KEPT:
+        hT_hi = tl.trans(h_hi)
+        hT_lo = tl.trans(h_lo)
+    # pass 2: outputs, loss, gz; gh = gz D; db = sum gz; h^T gz (tied: pW; untied: pWd = dW_dec^T) here or,
+    # with GZ_KEPT, in a loop of its own after it
     dec_ptr = W_ptr
     decT_ptr = WT_ptr  # D^T's [NC, MP] tiles for gh (MIRROR): W's mirror, or an untied model's W_dec as it is
     pdec_ptr = pW_ptr
@@ -189,7 +196,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         w_hi, w_lo = _split(tl.load(dec_ptr + _dec_offsets(m, n, offs_m, cols, TIED), mask=mw, other=0.0), PREC)
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
-        x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
+        x_at = xs_ptr + o_x + cols[None, :]
+        x = tl.load(x_at, mask=mask_c[None, :], other=0.0)
         valid = row_ok & mask_c[None, :]
         z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
         y = tl.maximum(z, 0.0) if RELU else z
@@ -205,10 +213,22 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
             gh = _dot(gz_hi, gz_lo, dT, dT, gh, PREC)  # [4 BG, MP]
         else:
             gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)
-        dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
-        tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
+        if GZ_KEPT:
+            tl.store(x_at + (BG * LANES) * n, gz, mask=mask_c[None, :])  # x's addresses + a scalar
+        else:
+            dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
+            tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
         tl.store(pb_ptr + cols, tl.sum(gz, axis=0), mask=mask_c)
     tl.store(lossp_ptr + slot, loss)
+    if GZ_KEPT:
+        tl.debug_barrier()  # gz's tile, stored by every thread, is read back in another layout
+        hT_hi = tl.trans(h_hi)
+        hT_lo = tl.trans(h_lo)
+        for c in range(0, n, NC):
+            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
+            gz_hi, gz_lo = _split(tl.load(gzs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0), PREC)
+            dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
+            tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
     if HRELU:
         gh = tl.where(a > 0.0, gh, 0.0)
     if not TIED:
@@ -305,7 +325,7 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr, MIRROR: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (the *_out parameters become its working
     copy; WT: W's mirror, W_in transposed, kept in step by the update). Tied models ignore the Wd, bh
     pointers and their moments and partials."""
@@ -328,7 +348,7 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
             _slice_grads(xs_ptr, W_out, WT_ptr, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                          seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                          k, sl, k, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
-                         SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR)
+                         SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
@@ -348,13 +368,13 @@ def _tiled_grads_kernel(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr, MIRROR: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
     _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1),
                  tl.program_id(0).to(tl.int64) * n_slices + tl.program_id(1), n_slices, t, n, m, B, T, coef,
-                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR)
+                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT)
 
 
 @kernel
@@ -401,13 +421,15 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     # (_transposed_tile); tensor-core operands are swizzled, so the other precisions never read it. The
     # kernels take this rule as their MIRROR constexpr: decided here only
     mirror = cfg.input_precision == "ieee"
+    gz_kept = cfg.gz_kept  # gz kept beside x, h^T gz after pass 2 (configs.TILED_SM90_GZ_KEPT)
     WT = state.W_in.transpose(1, 2).contiguous() if mirror else state.W_in
     # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
     # per (model, slice), the size of the batch)
-    xs = torch.empty((K, n_slices if split else 1, cfg.slice_size, n), dtype=torch.float32, device=state.W_in.device)
+    xs = torch.empty((K, n_slices if split else 1, 2 if gz_kept else 1, cfg.slice_size, n), dtype=torch.float32,
+                     device=state.W_in.device)  # x's tile (then gz's)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
-                   TABS=data.target_abs, TIED=tied, MIRROR=mirror)
+                   TABS=data.target_abs, TIED=tied, MIRROR=mirror, GZ_KEPT=gz_kept)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:  # maxnreg 255 unless a kernel_config caps it: Triton 3.9's ptxas otherwise capped the

@@ -1,5 +1,5 @@
 """Hopper's own tiled blocks (kernels.configs.TILED_SM90_PLAIN: BG 32 at MP=32 ieee, measured faster on an
-H200, spilling elsewhere): chosen only for the plain model on sm_90 (and the Triton versions that compile
+H200, spilling elsewhere; tf32x3 with gz kept in the scratch under a 168-register cap): chosen only for the plain model on sm_90 (and the Triton versions that compile
 them without spills, TILED_SM90_PLAIN_TRITON), and the kernels they give train the
 reference's models with every contract (launch modes and alone vs crowd bit-identical) - under the
 interpreter, with the Hopper target set as compile_check and the cost model set it. Also Hopper's
@@ -32,8 +32,13 @@ def test_hopper_blocks_only_for_the_plain_model_on_sm90():
     assert hopper.slice_size == 4 * hopper.BG
     for cap in ((8, 0), (8, 9), (10, 0), None):  # elsewhere the generic blocks (BG 32 spills on sm_80)
         assert choose_config(400, 30, 1024, "ieee", **plain, capability=cap) == generic
-    for prec in ("tf32", "tf32x3"):  # only ieee has Hopper blocks
-        assert choose_config(400, 30, 1024, prec, **plain, capability=(9, 0)) == choose_config(400, 30, 1024, prec, **plain)
+    tf32 = choose_config(400, 30, 1024, "tf32", **plain)
+    assert choose_config(400, 30, 1024, "tf32", **plain, capability=(9, 0)) == tf32  # tf32 has none
+    x3, x3_hopper = (choose_config(400, 30, 1024, "tf32x3", **plain, capability=c) for c in (None, (9, 0)))
+    assert not x3.gz_kept and x3.max_registers is None
+    assert x3_hopper.gz_kept and x3_hopper.max_registers == 168 and x3_hopper.BG == x3.BG  # same sums' order
+    for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True}, {"gram": False, "untied": True}):
+        assert not choose_config(400, 30, 1024, "tf32x3", **kw, capability=(9, 0)).gz_kept
     # an option set (correlated sets spill 208-248 B at BG 32 on sm_90), a finite dataset, another family
     for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True},
                {"gram": False, "untied": True}):
@@ -99,3 +104,23 @@ def test_wide_chunks_train_the_reference_models():
     assert torch.equal(alone.W[0], wide.W[1]) and torch.equal(alone.b[0], wide.b[1])
     ref = train_torch(pop, cfg)
     assert rel_err(wide.W, ref.W) < 1e-4 and rel_err(wide.loss_history, ref.loss_history) < 1e-4
+
+
+def test_hopper_tf32x3_keeps_gz_and_changes_no_bit(monkeypatch):
+    """Hopper's tf32x3 block keeps gz beside x and computes h^T gz after pass 2 (GZ_KEPT): the same products
+    in the same order as the generic kernel, so the same bits, in split mode, alone and in a crowd. The
+    Triton versions that get the block are widened to this one, so that both interpreters run the path."""
+    import superpos.kernels.configs as configs
+    monkeypatch.setattr(configs, "TILED_SM90_PLAIN_TRITON", (triton.__version__,))
+    n, m, K, B = 40, 20, 3, 300  # MP = 32, BG 16: slices of 64 samples, the last one partial
+    pop = _pop(n, m, K)
+    cfg = sp.TrainConfig(steps=3, batch_size=B, log_every=1)
+    with target_capability((9, 0)):
+        assert choose_config(n, m, B, "tf32x3", gram=True, plain=True, capability=(9, 0)).gz_kept
+        kept = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
+        alone = sp.train(pop.select([1]), cfg, backend="triton", input_precision="tf32x3")
+    generic = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
+    for a, b in ((kept.W, generic.W), (kept.b, generic.b), (kept.loss_history, generic.loss_history)):
+        assert torch.equal(a, b)
+    assert torch.equal(alone.W[0], kept.W[1]) and torch.equal(alone.b[0], kept.b[1])
+    assert rel_err(kept.W, train_torch(pop, cfg).W) < 1e-4
