@@ -108,3 +108,25 @@ def test_register_cap_reaches_the_tiled_kernel_in_either_mode():
                                           "True True [200]"]
     # and a tile_unroll reaches the tiny path's UNROLL (phase's default: 4 tiles per trip)
     assert out.stdout.split("\n")[4:6] == ["[4]", "[2]"]
+
+
+def test_every_setting_the_gpu_tune_step_times_is_valid():
+    """bench/tune_gpu.py's VARIANTS are refused nowhere (a GPU session's minutes are too few to lose one
+    to a setting that fails in one line): each is a valid kernel_config for its workload's shape."""
+    import importlib.util
+    from pathlib import Path
+
+    from superpos.bench.workloads import get_workload
+    from superpos.triton_backend import family_config
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune_gpu.py"
+    spec = importlib.util.spec_from_file_location("tune_gpu", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    assert tune.VARIANTS
+    for (name, precision, _), variants in tune.VARIANTS.items():
+        workload = get_workload(name)
+        pop = workload.population(2)
+        cfg = choose_config(workload.n, workload.m, workload.train_config().batch_size, precision,
+                            **family_config(pop.spec, pop.data), capability=(9, 0))
+        for variant in variants:
+            with_overrides(cfg, variant)  # raises on a setting this shape refuses
