@@ -84,7 +84,7 @@ TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (1
 # Hopper (sm_90) blocks for the plain model (the Gram family, plain data): measured faster on an H200
 # (bench/tune_gpu.py, 2026-11-27: BG 32 at MP=32 ieee, uniform 950 -> 728 ms per 1,000 steps, geometry
 # 1,483 -> 1,163) but they spill elsewhere (compile check: 16-80 B on sm_80; 208-248 B with correlated
-# sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere, so it is not here).
+# sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere: its entries keep BG 16).
 TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None), (16, "tf32x3"): (16, 4, False, 168),
                     (32, "tf32x3"): (16, 4, False, 168)}
 # tf32x3 there keeps gz beside x in the slot's scratch and computes h^T gz in a loop after pass 2 (not in
@@ -181,13 +181,14 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = max(16, MP)
     hopper = capability is not None and capability[0] == 9  # the blocks measured there
     entry = TILED[MP, input_precision]
-    if plain and hopper and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON):
-        entry = TILED_SM90_PLAIN.get((MP, input_precision), entry)
+    sm90_plain = plain and hopper and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON) \
+        and (MP, input_precision) in TILED_SM90_PLAIN
+    if sm90_plain:
+        entry = TILED_SM90_PLAIN[MP, input_precision]
     BG, warps, fused_ok, max_registers = entry
     if (finite_dataset or not gram) and BG > 4:
         BG //= 2  # TILED_HALF_TILE; the slice (4 BG) stays a function of the shape and the options alone
-    gz_kept = plain and hopper and input_precision in TILED_SM90_GZ_KEPT and (MP, input_precision) in TILED_SM90_PLAIN \
-        and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON)
+    gz_kept = sm90_plain and input_precision in TILED_SM90_GZ_KEPT
     NC = TILED_NC
     if hopper and finite_dataset and gram and MP == 16 and input_precision == "ieee":
         NC, fused_ok = TILED_DATASET_NC, False

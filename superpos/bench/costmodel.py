@@ -258,8 +258,9 @@ TRIP_COUNTS = {
     ("_train_blocks", "s"): lambda a: a["n_steps"],
     ("_train_tiny", "s"): lambda a: a["n_steps"],
     ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
-    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // _tile_unroll(a),  # runs of whole tiles
-    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % _tile_unroll(a),  # the whole tiles left
+    # (UNROLL: whole tiles per trip of the tiny path's tile loop, a launch argument)
+    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // a["UNROLL"],  # runs of whole tiles
+    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % a["UNROLL"],  # the whole tiles left
     # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
@@ -290,11 +291,6 @@ def branch_fraction(side: sass.Side, args: dict) -> float:
     """Fraction of its `if`'s entries on which one side runs."""
     f = BRANCH_FREQUENCY[side.source.function, side.source.test](args)
     return f if side.body else 1.0 - f
-
-
-def _tile_unroll(a: dict) -> int:
-    """Whole tiles per trip of the tiny path's tile loop in a call of _train_small_kernel."""
-    return a["UNROLL"]
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
