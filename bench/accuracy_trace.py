@@ -22,7 +22,9 @@ float32 rounding; one that stays at the reference's level and then jumps says tw
 a ReLU boundary. --device cpu runs it under TRITON_INTERPRET=1 (small cases only); there every tl.dot is
 numpy's float32 matmul (BLAS blocking) plus the accumulator, and --fma-dot instead accumulates it as the
 GPU's FMA lowering of an ieee tl.dot does: acc = fma(a[:, k], b[k, :], acc) for k in order from the
-accumulator passed in (each fma exact in float64, then rounded to float32: a single rounding).
+accumulator passed in (each fma exact in float64, then rounded to float32: a single rounding). --tf32
+ROUNDING (default rz; `none`: float32) computes the tf32 dots of tf32 and tf32x3 as TF32 mmas do
+(superpos/tf32_emulation.py: truncated operands, each k=8 step rounded rn, rz or rz-aligned): "emulated".
 """
 import argparse
 import json
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--local", type=int, default=20, help="the trained state's step for the one-step check (0: none)")
     p.add_argument("--fma-dot", action="store_true", help="--device cpu: tl.dot as the GPU's sequential FMA")
+    p.add_argument("--tf32", default="rz", help="--device cpu: tf32 dots emulated with this rounding "
+                   "(rn, rz, rz-aligned; none: the interpreter's float32)")
     p.add_argument("--out", help="append one JSON line per case and step count")
     args = p.parse_args(argv)
     if args.device == "cpu":
@@ -122,6 +126,9 @@ def main(argv=None) -> int:
         float_args_as_float32()  # float arguments as float32 scalars, as on a GPU
     if args.fma_dot:
         use_sequential_fma_dot()
+    if args.device == "cpu":
+        from superpos.tf32_emulation import emulate_tf32_dots_from_now
+        emulate_tf32_dots_from_now(None if args.tf32 == "none" else args.tf32)  # after --fma-dot: wraps it
     import superpos as sp
     from superpos.reference import forward_backward, train_torch
     for case in args.cases:
@@ -140,7 +147,8 @@ def main(argv=None) -> int:
             ref = sp.train(pop, cfg, backend="torch", device=args.device)
             got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split, kernel_config=overrides)
             e_got, e_ref, e_gr = distances(torch, got, oracle), distances(torch, ref, oracle), distances(torch, got, ref)
-            row = {"case": case, "steps": S, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+            row = {"case": case, "steps": S, "device": (torch.cuda.get_device_name() if args.device == "cuda"
+                                                else f"cpu (interpreter, tf32 dots: {args.tf32})"),
                    **{f"{name}_{q}": float(np.quantile(e, v)) for name, e in
                       (("kernel", e_got), ("reference", e_ref), ("kernel_vs_reference", e_gr))
                       for q, v in (("median", 0.5), ("p90", 0.9), ("max", 1.0))}}

@@ -3,11 +3,10 @@ ways of splitting float32 operands on the CPU (label its figures "emulated"; onl
 
     python bench/tf32x3_emulation.py [--k 128,400] [--trials 2000] [--json]
 
-A TF32 mma reads only the top 19 bits of each float32 operand (sign, exponent, 10 mantissa bits: the low
-13 are dropped, i.e. truncated); the products of two such values are exact in float32. How an mma adds
-its products into the float32 accumulator is not documented: Fasi, Higham, Mikaitis and Pranesh (2021)
-found truncation (round toward zero) on V100-A100. Both are emulated per mma of k = 8: `rn` sums the 8
-products and the accumulator exactly and rounds to nearest, `rz` rounds toward zero.
+The mma model is superpos/tf32_emulation.py's (which the kernel tests also run the interpreter's tl.dot
+through): operands truncated to tf32, exact products, and per mma of k = 8 the sum rounded into the
+float32 accumulator to nearest (`rn`), toward zero (`rz`), or toward zero after aligning every term to the
+largest one's grid (`rz-aligned`).
 
 Splits of an operand a into (hi, lo), three products hi_a hi_b + hi_a lo_b + lo_a hi_b:
     rn-trunc: hi = a rounded to the nearest tf32, lo = a - hi, which the mma then truncates to tf32
@@ -23,19 +22,7 @@ import sys
 
 import numpy as np
 
-TF32_DROP = np.uint32(0x1FFF)  # the 13 mantissa bits a TF32 mma ignores
-MMA_K = 8
-
-
-def truncate_tf32(a: np.ndarray) -> np.ndarray:
-    """What a TF32 mma reads of float32 values: the low 13 mantissa bits dropped (toward zero)."""
-    return (a.astype(np.float32).view(np.uint32) & ~TF32_DROP).view(np.float32)
-
-
-def round_tf32(a: np.ndarray) -> np.ndarray:
-    """float32 rounded to the nearest tf32, ties away from zero (cvt.rna.tf32.f32; _split's integer form)."""
-    bits = a.astype(np.float32).view(np.uint32)
-    return ((bits + np.uint32(0x1000)) & ~TF32_DROP).view(np.float32)
+from superpos.tf32_emulation import ROUNDINGS, mma_dot, round_tf32
 
 
 def split(a: np.ndarray, scheme: str) -> tuple:
@@ -46,24 +33,6 @@ def split(a: np.ndarray, scheme: str) -> tuple:
     elif scheme != "rn-trunc":
         raise ValueError(f"scheme must be rn-trunc or rn-rn, got {scheme!r}")
     return hi, lo
-
-
-def _to_f32(x: np.ndarray, rounding: str) -> np.ndarray:
-    """float64 values to float32, to nearest or toward zero."""
-    f = x.astype(np.float32)
-    if rounding == "rz":
-        over = np.abs(f.astype(np.float64)) > np.abs(x)  # rounded away from zero: step back one ulp
-        f = np.where(over, np.nextafter(f, np.float32(0)), f)
-    return f
-
-
-def mma_dot(a: np.ndarray, b: np.ndarray, acc: np.ndarray, rounding: str) -> np.ndarray:
-    """acc + sum_k a[..., k] b[..., k] as TF32 mmas of k = 8 do it (rows: independent dot products)."""
-    a, b = truncate_tf32(a).astype(np.float64), truncate_tf32(b).astype(np.float64)
-    for k0 in range(0, a.shape[-1], MMA_K):
-        exact = acc.astype(np.float64) + (a[..., k0:k0 + MMA_K] * b[..., k0:k0 + MMA_K]).sum(-1)
-        acc = _to_f32(exact, rounding)
-    return acc
 
 
 def tf32x3_dot(a: np.ndarray, b: np.ndarray, scheme: str, rounding: str, chunk: int = 0) -> np.ndarray:
@@ -106,9 +75,9 @@ def errors(a: np.ndarray, b: np.ndarray) -> dict:
     scale = np.abs(a.astype(np.float64) * b.astype(np.float64)).sum(-1) * 2.0 ** -24
     got = {"ieee (fp32 FMA)": fma_dot(a, b)}
     for scheme in ("rn-trunc", "rn-rn"):
-        for rounding in ("rn", "rz"):
+        for rounding in ROUNDINGS:
             got[f"tf32x3 {scheme}, mma {rounding}"] = tf32x3_dot(a, b, scheme, rounding)
-    for rounding in ("rn", "rz"):  # the kernel's passes over features: one _dot per 16-feature chunk
+    for rounding in ROUNDINGS:  # the kernel's passes over features: one _dot per 16-feature chunk
         got[f"tf32x3 rn-trunc, mma {rounding}, 16 a call"] = tf32x3_dot(a, b, "rn-trunc", rounding, chunk=16)
     out = {}
     for name, value in got.items():

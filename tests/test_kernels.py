@@ -181,7 +181,8 @@ def test_every_output_is_written(n, m):
 def test_tiled_kernel_over_several_batch_tiles(n, m, B, prec):
     """The tiled kernel with a batch of two tiles, the last one partial and not a multiple of the four
     Philox lanes, n not a multiple of the 16-feature chunk, and both row widths (MP=32 and MP=64); tf32x3
-    has its own tiles (4 BG = 32 and 16 samples). (The interpreter's tl.dot is float32 at any precision.)"""
+    has its own tiles (4 BG = 32 and 16 samples). (On the CPU its tf32 dots are emulated TF32 mmas:
+    tests/conftest.py, superpos/tf32_emulation.py.)"""
     assert choose_config(n, m, B, prec).kind == "tiled"
     pop = _pop(n, m, 2)
     cfg = sp.TrainConfig(steps=1, batch_size=B, log_every=1)
@@ -275,7 +276,10 @@ def test_fault_isolation_and_independence(n, m):
 
 # tf32x3 is near-float32, not float32: on an H200 (2026-11-27) its first update missed the float32 bar
 # (0.05 lr) where the batch sum cancels, at both sizes; bench/accuracy_trace.py measures by how much, and
-# then this bar is set for it. n=400 ieee failed there too: the kernels' AdamW computed 1 - beta2 in
+# then this bar is set for it. That kernel chained each pass's tf32 products into one truncating
+# accumulator; since 36bee5c each _dot starts a fresh one, and emulated (superpos/tf32_emulation.py, rz,
+# n=400, K=8) the deviation fell from 0.073 lr (past the bar, as measured) to 0.004 lr: the mark stays
+# until a GPU confirms. n=400 ieee failed there too: the kernels' AdamW computed 1 - beta2 in
 # float32 (1.3e-5 short; the interpreter did it in float64), fixed since (bench README, "Second GPU session").
 _TF32X3_BELOW_FP32 = pytest.mark.xfail(reason="tf32x3 is near-float32 (H200, 2026-11-27)", strict=False)
 
@@ -287,8 +291,8 @@ _TF32X3_BELOW_FP32 = pytest.mark.xfail(reason="tf32x3 is near-float32 (H200, 202
                                         pytest.param(200, 20, 200, "tf32x3", marks=_TF32X3_BELOW_FP32)])
 def test_gpu_kernel_matches_reference_at_scale(n, m, K, prec):
     """ieee (FMA) is float32-accurate; tf32x3 (tensor cores) is held to the same bars, expected to miss
-    them where sums cancel (marked above). The interpreter computes every tl.dot in float32 whatever its
-    precision, so only a GPU checks tf32x3's accuracy.
+    them where sums cancel (marked above). On the CPU the emulated TF32 arithmetic predicts that today's
+    tf32x3 passes (tests/test_tf32_emulation.py); only a GPU measures it.
 
     One step from the same state: the update agrees with the float64 gradient's to float32 rounding.
     Fifty steps: judged per model against a float64 oracle (the reference trainer in float64 on the same
