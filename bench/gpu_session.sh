@@ -88,17 +88,19 @@ for step in "${steps[@]}"; do
             geometry:tf32x3:1 ;;  # shared-load wavefronts per kernel: the bank-conflict model's check
     stalls)  # why the small kernel issues 2.55 of 4 instructions a clock (phase ran 1.68x its prediction
              # with 1.3 eligible warps of 3 per scheduler, and 128 / 96 register caps did not help): every
-             # raw metric of three sections for phase's and uniform ieee's kernels - the stall reasons per
-             # issued instruction (a pipe throttle, a dependency, an instruction-cache miss: phase's step
-             # runs ~18 KB of code once per step), each pipe's busy cycles (what an IMAD.WIDE or I2FP
-             # really costs, against the cost model's rates) and the executed opcode mix
+             # raw metric of three sections for phase's and uniform tf32x3's gradient kernel - the stall
+             # reasons per issued instruction (a pipe throttle, a dependency, an instruction-cache miss:
+             # phase's step runs ~18 KB of code once per step; for tf32x3, whose chain per 16-feature chunk
+             # the model puts at 780-1,922 cycles, how long its mma and layout-conversion waits really are),
+             # each pipe's busy cycles (what an IMAD.WIDE or I2FP really costs, against the cost model's
+             # rates) and the executed opcode mix. (uniform ieee's lsu binding was read in the H200 profile.)
         ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
         # phase twice: as chosen (4 tiles a loop trip) and with 1 (a third of the code): their durations
         # and stall reasons side by side say whether the instruction cache binds
         run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 6 \
             -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats \
             --section ComputeWorkloadAnalysis --section InstructionStats --section SpeedOfLight --page raw \
-            --csv python bench/profile_workload.py phase:ieee:100 phase:ieee:100:tile_unroll=1 uniform:ieee:1 ;;
+            --csv python bench/profile_workload.py phase:ieee:100 phase:ieee:100:tile_unroll=1 uniform:tf32x3:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
