@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--local", type=int, default=20, help="the trained state's step for the one-step check (0: none)")
     p.add_argument("--fma-dot", action="store_true", help="--device cpu: tl.dot as the GPU's sequential FMA")
-    p.add_argument("--tf32", default="rz", help="--device cpu: tf32 dots emulated with this rounding "
-                   "(rn, rz, rz-aligned; none: the interpreter's float32)")
+    p.add_argument("--tf32", default="rz", choices=("rn", "rz", "rz-aligned", "none"),
+                   help="--device cpu: tf32 dots emulated with this rounding (none: the interpreter's float32)")
     p.add_argument("--out", help="append one JSON line per case and step count")
     args = p.parse_args(argv)
     if args.device == "cpu":
