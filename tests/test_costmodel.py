@@ -386,6 +386,10 @@ def test_trip_count_needs_a_rule_for_kernel_locals():
         cm.trip_count(loop, "kern", {"BG": 4})
     assert cm.trip_count(sass.ForLoop("f.py", 3, "kern", "c", "for c in range(0, n, NC)"), "kern",
                          {"n": 400, "NC": 16}) == 25
+    assert cm.trip_count(sass.ForLoop("f.py", 3, "kern", "c", "for c in tl.range(0, n, NC, loop_unroll_factor=2)"),
+                         "kern", {"n": 400, "NC": 16}) == 25  # tl.range's hints leave the count
+    with pytest.raises(ValueError, match="TRIP_COUNTS"):  # a local in tl.range needs a rule too
+        cm.trip_count(sass.ForLoop("f.py", 3, "kern", "c", "for c in tl.range(0, groups, 4)"), "kern", {})
 
 
 def test_predict_cli_json(tmp_path):

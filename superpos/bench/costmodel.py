@@ -299,7 +299,8 @@ def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
         return float(rule(args))
     if loop.function == kernel:
         call = ast.parse(loop.text[loop.text.index(" in ") + 4:], mode="eval").body
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "range":
+        # range(...) or tl.range(...) (whose keyword hints - num_stages, loop_unroll_factor - leave the count)
+        if isinstance(call, ast.Call) and "range" in (getattr(call.func, "id", ""), getattr(call.func, "attr", "")):
             names = {n.id for arg in call.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
             if names <= set(args):
                 bounds = [eval(compile(ast.Expression(arg), "<range>", "eval"), {"__builtins__": {}},  # noqa: S307
