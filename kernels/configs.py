@@ -34,7 +34,8 @@
                                                                -> 16, 4, split only (255 registers on sm_80)
   On Hopper the plain model at MP=32 ieee takes 32, 4 (TILED_SM90_PLAIN, measured 0.77x / 0.78x the time
   of 16, 4 for uniform / geometry on an H200; spill-free on sm_90 only for plain data), and tf32x3 at
-  MP=16/32 keeps gz in the scratch under a 168-register cap (TILED_SM90_GZ_KEPT: predicted 262 -> 229).
+  MP=16/32 keeps gz in the scratch and takes the dW products as wgmmas over 64 features (TILED_SM90_GZ_KEPT:
+  predicted 262 -> 229 -> 196, Triton 3.6; 3.9 too).
   MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
   8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
   (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
@@ -85,14 +86,15 @@ TILED = {(16, "ieee"): (16, 4, True, None), (16, "tf32"): (16, 4, True, 168), (1
 # (bench/tune_gpu.py, 2026-11-27: BG 32 at MP=32 ieee, uniform 950 -> 728 ms per 1,000 steps, geometry
 # 1,483 -> 1,163) but they spill elsewhere (compile check: 16-80 B on sm_80; 208-248 B with correlated
 # sets on sm_90; tf32x3 at BG 32, 0.67x on the H200, spills 264 B everywhere: its entries keep BG 16).
-TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None), (16, "tf32x3"): (16, 4, False, 168),
-                    (32, "tf32x3"): (16, 4, False, 168)}
-# tf32x3 there keeps gz beside x in the slot's scratch and computes h^T gz in a loop after pass 2 (not in
-# it), so that pass 2 holds h in one operand layout, not two: the kernel then fits the 168-register cap
-# (three programs per SM) without spilling on sm_90 (uncapped it takes 230: two). Predicted, H100 SXM,
-# Triton 3.6: uniform 262 -> 229, geometry 443 -> 359 ms per 1,000 steps; a 168 cap on the old kernel
-# (152 B spilled) measured 0.73x on the H200. Elsewhere it spills (sm_80: 144-152 B; with a dataset
-# 16 B on sm_90), so it is Hopper's, for the plain model. Same products in the same order: same bits.
+TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None), (16, "tf32x3"): (16, 4, False, None),
+                    (32, "tf32x3"): (16, 4, False, None)}
+# tf32x3 there keeps gz beside x in the slot's scratch and takes both dW products after pass 2 over
+# 64-feature chunks, transposed (kernels/train_tiled.py, _wide_dw): [64, 4 BG] x [4 BG, MP] products are
+# Hopper wgmmas where the [MP, 16] ones were mma.sync with h and gh transposed through shared memory.
+# Predicted, H100 SXM: uniform 229 -> 196, geometry 359 -> 334 ms per 1,000 steps under Triton 3.6 (229
+# registers, two programs per SM; the ninth session's kernel took a 168 cap, three), 253 -> 184 and
+# 427 -> 313 under 3.9 (220 registers). Spill-free for the plain model on sm_90 under both (compile
+# check); the same sums in another order than the generic kernel's (float32-close, other bits).
 TILED_SM90_GZ_KEPT = ("tf32x3",)
 # ...on the Triton versions whose compile of them was checked spill-free (superpos.compile_check). With W's
 # mirror (kernels/train_tiled.py) Triton 3.6 compiles BG 32 to 186 registers; 3.9's ptxas loads pass 1's
@@ -100,6 +102,7 @@ TILED_SM90_GZ_KEPT = ("tf32x3",)
 # registers; predicted uniform 470, geometry 762 ms per 1,000 steps under 3.9, against 424, 714 with BG 32
 # under 3.6). The summation order follows BG: results on Hopper differ in the last bits between them.
 TILED_SM90_PLAIN_TRITON = ("3.6.",)
+TILED_SM90_GZ_KEPT_TRITON = ("3.6.", "3.9.")  # tf32x3's entries: spill-free under both (compile check)
 # The GPU launches are for where no CUDA device says (launches captured on a CPU to be compiled for a
 # target: compile_check, the cost model): (major, minor), or None for the generic table.
 _TARGET = contextvars.ContextVar("superpos_target_capability", default=None)
@@ -138,7 +141,7 @@ class KernelConfig:
     tiny: bool = False  # small: the unrolled one-thread-per-sample path (MP, NP are then m, n exactly)
     max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
     tile_unroll: int | None = None  # small, tiny path: whole tiles per tile-loop trip (None: train_small.tile_unroll)
-    gz_kept: bool = False  # tiled: gz kept beside x in the scratch, h^T gz a loop after pass 2 (TILED_SM90_GZ_KEPT)
+    gz_kept: bool = False  # tiled: gz kept beside x in the scratch, the dW products as wide wgmmas (TILED_SM90_GZ_KEPT)
     fused_max_registers: int = 255  # tiled, fused kernel: its cap (a kernel_config max_registers sets both)
 
     def register_cap(self) -> dict:
@@ -181,8 +184,8 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
     MP = max(16, MP)
     hopper = capability is not None and capability[0] == 9  # the blocks measured there
     entry = TILED[MP, input_precision]
-    sm90_plain = plain and hopper and triton.__version__.startswith(TILED_SM90_PLAIN_TRITON) \
-        and (MP, input_precision) in TILED_SM90_PLAIN
+    checked = TILED_SM90_GZ_KEPT_TRITON if input_precision in TILED_SM90_GZ_KEPT else TILED_SM90_PLAIN_TRITON
+    sm90_plain = plain and hopper and triton.__version__.startswith(checked) and (MP, input_precision) in TILED_SM90_PLAIN
     if sm90_plain:
         entry = TILED_SM90_PLAIN[MP, input_precision]
     BG, warps, fused_ok, max_registers = entry

@@ -22,8 +22,11 @@ Untied models (TIED=False: encoder W, hidden bias b_hidden, decoder W_dec (n, m)
 pass 1 adds b_hidden, pass 2 reads the decoder tile D^T [MP, NC] = W_dec[cols, :]^T (strided: W_dec is
 row-major n x m) and writes h^T gz to dW_dec's partial (held transposed, [m, n] like W's), pass 3 writes
 gh^T x to W's partial without reading it back, and db_hidden = sum gh is one more [m] partial per slice.
+Hopper's tf32x3 for the plain model (GZ_KEPT) keeps gz beside x and takes both dW products after pass 2,
+64 features a trip, transposed so that they are wgmmas (_wide_dw): predicted uniform 229 -> 196 ms.
 Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (near fp32
-on tensor cores, measured a few times less accurate than ieee where sums cancel, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
+on tensor cores; before 36bee5c it missed the GPU test's float32 bar where sums cancel, today's passes it
+with TF32 mmas emulated, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
 products per _dot, added to the running sum in FADD: 9% faster by the cost model than Triton's own "tf32x3", which splits inside each dot).
 W and the AdamW moments live in global memory (20 m n bytes per model, L2-resident at these sizes); the
 ieee path also keeps W's mirror WT (n, m), written by the update beside W: the FMA tl.dot takes its
@@ -115,6 +118,30 @@ def _dec_offsets(m, n, offs_m, cols, TIED: tl.constexpr):
     return off
 
 
+WIDE_NW = tl.constexpr(64)  # _wide_dw's features per trip: 64 rows make a Hopper wgmma (costmodel.TRIP_COUNTS reads it)
+
+
+@triton.jit
+def _wide_dw(src_ptr, rows, xn, n, offs_m, mask_m, b_hi, b_lo, out_ptr, ADD: tl.constexpr, PREC: tl.constexpr):
+    """out [m, n] (+)= src^T b (GZ_KEPT's dW products): src is the slot's scratch tile [4 BG, n] (x or gz, row
+    stride xn: n padded to a multiple of WIDE_NW, so that its loads need no mask and take 16 bytes a lane),
+    b [4 BG, MP] is split in registers. Per WIDE_NW features the product is taken transposed, [NW, 4 BG] x
+    [4 BG, MP]: 64 rows, one wgmma where [MP, 16] products are mma.sync (and need b transposed through
+    shared memory). The padded columns are never written (the launcher zeroes them once); they reach only
+    rows of the product that the store masks."""
+    offs_w = tl.arange(0, WIDE_NW)
+    for cw in range(0, n, WIDE_NW):
+        colsw = cw + offs_w
+        s_hi, s_lo = _split(tl.load(src_ptr + rows[:, None] * xn + colsw[None, :]), PREC)  # [4 BG, NW]
+        at = out_ptr + offs_m[:, None] * n + colsw[None, :]
+        mo = mask_m[:, None] & (colsw < n)[None, :]
+        if ADD:
+            acc = tl.trans(tl.load(at, mask=mo, other=0.0))
+        else:
+            acc = tl.zeros((WIDE_NW, b_hi.shape[1]), dtype=tl.float32)
+        tl.store(at, tl.trans(_dot(tl.trans(s_hi), tl.trans(s_lo), b_hi, b_lo, acc, PREC)), mask=mo)
+
+
 @triton.jit
 def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
@@ -131,10 +158,12 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     instead of W's transposed tile by the products that contract over features (pass 1, and gh for tied
     models; an untied model's gh reads W_dec itself, already (n, m)).
     x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3.
-    GZ_KEPT (configs.TILED_SM90_GZ_KEPT: Hopper's tf32x3): pass 2 also writes gz into the slot (after x),
-    and h^T gz is a loop of its own after pass 2 instead of pass 2's, so that pass 2 does not hold h in a
-    second (the transposed) operand layout: tf32x3 then fits 168 registers, three programs per SM,
-    without spilling. Either way the same products in the same order: the same bits."""
+    GZ_KEPT (configs.TILED_SM90_GZ_KEPT: Hopper's tf32x3, the plain model): pass 2 also writes gz into the
+    slot (after x), and both dW products run after it over 64-feature chunks, transposed (_wide_dw): pW =
+    gh^T x, then pW += h^T gz. Their products then have 64 rows (Hopper's wgmma, not mma.sync) and pass 2
+    holds h in one operand layout, not two. The same sums in another order (gh^T x first; in each tf32x3
+    product the two cross terms the other way round): not the generic kernel's bits but its accuracy, and
+    a model's bits are the same alone and in a crowd."""
     # model k's arrays and slot (k, sl)'s partials and x tile as scalar (64-bit) base pointers, so that
     # the tile offsets kept across the loops are 32-bit (one model's m n fits; K m n may not)
     W_ptr += k * m * n
@@ -145,8 +174,9 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     pW_ptr += slot * m * n
     pWd_ptr += slot * m * n
     pb_ptr += slot * n
-    xs_ptr += x_slot * (2 if GZ_KEPT else 1) * (BG * LANES) * n
-    gzs_ptr = xs_ptr + (BG * LANES) * n  # gz's tile (GZ_KEPT)
+    xn = ((n + WIDE_NW - 1) // WIDE_NW) * WIDE_NW if GZ_KEPT else n  # the scratch's row stride (_wide_dw)
+    xs_ptr += x_slot * (2 if GZ_KEPT else 1) * (BG * LANES) * xn
+    gzs_ptr = xs_ptr + (BG * LANES) * xn  # gz's tile (GZ_KEPT)
     offs_m = tl.arange(0, MP)
     offs_c = tl.arange(0, NC)
     mask_m = offs_m < m
@@ -154,7 +184,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     seed = tl.load(seed_ptr + k)
     g0 = sl * BG
     rows = tl.arange(0, BG * LANES)
-    o_x = rows[:, None] * n  # [4 BG, 1] row starts of the tile's x (add columns)
+    o_x = rows[:, None] * xn  # [4 BG, 1] row starts of the tile's x (add columns)
     row_ok = (g0 * LANES + rows < B)[:, None]
     # pass 1: x drawn and kept; a = x W^T (h = ReLU(a) with a hidden ReLU)
     a = tl.zeros((BG * LANES, MP), dtype=tl.float32)
@@ -214,39 +244,35 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         else:
             gh = _dot(gz_hi, gz_lo, tl.trans(w_hi), tl.trans(w_lo), gh, PREC)
         if GZ_KEPT:
-            tl.store(x_at + (BG * LANES) * n, gz, mask=mask_c[None, :])  # x's addresses + a scalar
+            tl.store(x_at + (BG * LANES) * xn, gz, mask=mask_c[None, :])  # x's addresses + a scalar
         else:
             dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
             tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
         tl.store(pb_ptr + cols, tl.sum(gz, axis=0), mask=mask_c)
     tl.store(lossp_ptr + slot, loss)
-    if GZ_KEPT:
-        tl.debug_barrier()  # gz's tile, stored by every thread, is read back in another layout
-        hT_hi = tl.trans(h_hi)
-        hT_lo = tl.trans(h_lo)
-        for c in range(0, n, NC):
-            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            gz_hi, gz_lo = _split(tl.load(gzs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0), PREC)
-            dW = _dot(hT_hi, hT_lo, gz_hi, gz_lo, tl.zeros((MP, NC), dtype=tl.float32), PREC)
-            tl.store(pdec_ptr + o_w + cols[None, :], dW, mask=mw)
     if HRELU:
         gh = tl.where(a > 0.0, gh, 0.0)
     if not TIED:
         tl.store(pbh_ptr + slot * m + offs_m, tl.sum(gh, axis=0), mask=mask_m)
     gh_hi, gh_lo = _split(gh, PREC)
-    ghT_hi = tl.trans(gh_hi)
-    ghT_lo = tl.trans(gh_lo)
-    tl.debug_barrier()
-    # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
-    for c in range(0, n, NC):
-        cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-        x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
-        x_hi, x_lo = _split(x, PREC)
-        if TIED:
-            dW = tl.load(pW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
-        else:
-            dW = tl.zeros((MP, NC), dtype=tl.float32)
-        tl.store(pW_ptr + o_w + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
+    tl.debug_barrier()  # x's (and gz's) tile, stored by every thread, is read back in other layouts
+    if GZ_KEPT:  # pW = gh^T x, then pW += h^T gz (untied: pWd = h^T gz), 64 features a trip
+        _wide_dw(xs_ptr, rows, xn, n, offs_m, mask_m, gh_hi, gh_lo, pW_ptr, False, PREC)
+        tl.debug_barrier()  # pW, stored by every thread, is read back
+        _wide_dw(gzs_ptr, rows, xn, n, offs_m, mask_m, h_hi, h_lo, pdec_ptr, TIED, PREC)
+    else:
+        ghT_hi = tl.trans(gh_hi)
+        ghT_lo = tl.trans(gh_lo)
+        # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
+        for c in range(0, n, NC):
+            cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
+            x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
+            x_hi, x_lo = _split(x, PREC)
+            if TIED:
+                dW = tl.load(pW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
+            else:
+                dW = tl.zeros((MP, NC), dtype=tl.float32)
+            tl.store(pW_ptr + o_w + cols[None, :], _dot(ghT_hi, ghT_lo, x_hi, x_lo, dW, PREC), mask=mw)
     tl.debug_barrier()
 
 
@@ -421,12 +447,16 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     # (_transposed_tile); tensor-core operands are swizzled, so the other precisions never read it. The
     # kernels take this rule as their MIRROR constexpr: decided here only
     mirror = cfg.input_precision == "ieee"
-    gz_kept = cfg.gz_kept  # gz kept beside x, h^T gz after pass 2 (configs.TILED_SM90_GZ_KEPT)
+    gz_kept = cfg.gz_kept  # gz kept beside x, the dW products over 64-feature chunks (configs.TILED_SM90_GZ_KEPT)
     WT = state.W_in.transpose(1, 2).contiguous() if mirror else state.W_in
     # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
     # per (model, slice), the size of the batch)
-    xs = torch.empty((K, n_slices if split else 1, 2 if gz_kept else 1, cfg.slice_size, n), dtype=torch.float32,
-                     device=state.W_in.device)  # x's tile (then gz's)
+    xn = -(-n // WIDE_NW.value) * WIDE_NW.value if gz_kept else n  # row stride: _slice_grads's xn
+    # zeros where rows are padded: the padded columns, never written, then reach the product as 0, not as
+    # whatever the memory held (only masked-off rows of it, but a NaN there is noise in the emulation)
+    xs = (torch.zeros if xn > n else torch.empty)((K, n_slices if split else 1, 2 if gz_kept else 1,
+                                                   cfg.slice_size, xn), dtype=torch.float32,
+                                                  device=state.W_in.device)  # x's tile (then gz's)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
                    TABS=data.target_abs, TIED=tied, MIRROR=mirror, GZ_KEPT=gz_kept)

@@ -16,8 +16,8 @@ from conftest import assert_first_step_like_reference, rel_err
 pytest.importorskip("triton")
 import triton  # noqa: E402
 
-from superpos.kernels.configs import (TILED_DATASET_NC, TILED_SM90_PLAIN, TILED_SM90_PLAIN_TRITON,  # noqa: E402
-                                      choose_config, target_capability)
+from superpos.kernels.configs import (TILED_DATASET_NC, TILED_SM90_GZ_KEPT_TRITON, TILED_SM90_PLAIN,  # noqa: E402
+                                      TILED_SM90_PLAIN_TRITON, choose_config, target_capability)
 from superpos.triton_backend import family_config, launch_capability  # noqa: E402
 
 
@@ -25,6 +25,14 @@ def test_hopper_blocks_only_for_the_plain_model_on_sm90():
     plain = {"gram": True, "plain": True}
     generic = choose_config(400, 30, 1024, "ieee", **plain)
     hopper = choose_config(400, 30, 1024, "ieee", **plain, capability=(9, 0))
+    x3, x3_hopper = (choose_config(400, 30, 1024, "tf32x3", **plain, capability=c) for c in (None, (9, 0)))
+    assert not x3.gz_kept and x3.max_registers is None
+    if triton.__version__.startswith(TILED_SM90_GZ_KEPT_TRITON):
+        assert x3_hopper.gz_kept and x3_hopper.max_registers is None and x3_hopper.BG == x3.BG  # the same slices
+        for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True}, {"gram": False, "untied": True}):
+            assert not choose_config(400, 30, 1024, "tf32x3", **kw, capability=(9, 0)).gz_kept
+    else:
+        assert x3_hopper == x3
     if not triton.__version__.startswith(TILED_SM90_PLAIN_TRITON):  # this Triton spills them: generic blocks
         assert hopper == generic
         return
@@ -34,11 +42,6 @@ def test_hopper_blocks_only_for_the_plain_model_on_sm90():
         assert choose_config(400, 30, 1024, "ieee", **plain, capability=cap) == generic
     tf32 = choose_config(400, 30, 1024, "tf32", **plain)
     assert choose_config(400, 30, 1024, "tf32", **plain, capability=(9, 0)) == tf32  # tf32 has none
-    x3, x3_hopper = (choose_config(400, 30, 1024, "tf32x3", **plain, capability=c) for c in (None, (9, 0)))
-    assert not x3.gz_kept and x3.max_registers is None
-    assert x3_hopper.gz_kept and x3_hopper.max_registers == 168 and x3_hopper.BG == x3.BG  # same sums' order
-    for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True}, {"gram": False, "untied": True}):
-        assert not choose_config(400, 30, 1024, "tf32x3", **kw, capability=(9, 0)).gz_kept
     # an option set (correlated sets spill 208-248 B at BG 32 on sm_90), a finite dataset, another family
     for kw in ({"gram": True, "plain": False}, {"gram": True, "finite_dataset": True},
                {"gram": False, "untied": True}):
@@ -106,21 +109,28 @@ def test_wide_chunks_train_the_reference_models():
     assert rel_err(wide.W, ref.W) < 1e-4 and rel_err(wide.loss_history, ref.loss_history) < 1e-4
 
 
-def test_hopper_tf32x3_keeps_gz_and_changes_no_bit(monkeypatch):
-    """Hopper's tf32x3 block keeps gz beside x and computes h^T gz after pass 2 (GZ_KEPT): the same products
-    in the same order as the generic kernel, so the same bits, in split mode, alone and in a crowd. The
-    Triton versions that get the block are widened to this one, so that both interpreters run the path."""
+@pytest.mark.parametrize("n,B", [(40, 300), (77, 200)])
+def test_hopper_tf32x3_wide_dw_products(monkeypatch, n, B):
+    """Hopper's tf32x3 block keeps gz beside x and takes both dW products after pass 2 over 64-feature
+    chunks, transposed (GZ_KEPT, _wide_dw), from a scratch whose rows are padded to 64 features. The same
+    sums as the generic kernel in another order: its first step's loss to the bit (pass 2 is shared), its
+    weights to float32 rounding, the reference to 1e-4; and a model's bits are the same alone and in a
+    crowd and in either launch mode. The Triton versions that get the block are widened to this one, so
+    that both interpreters run the path; n = 40 and 77 pad 24 and 51 columns, B = 300 and 200 end in a
+    partial slice."""
     import superpos.kernels.configs as configs
-    monkeypatch.setattr(configs, "TILED_SM90_PLAIN_TRITON", (triton.__version__,))
-    n, m, K, B = 40, 20, 3, 300  # MP = 32, BG 16: slices of 64 samples, the last one partial
+    monkeypatch.setattr(configs, "TILED_SM90_GZ_KEPT_TRITON", (triton.__version__,))
+    m, K = 20, 3  # MP = 32, BG 16: slices of 64 samples
     pop = _pop(n, m, K)
     cfg = sp.TrainConfig(steps=3, batch_size=B, log_every=1)
     with target_capability((9, 0)):
         assert choose_config(n, m, B, "tf32x3", gram=True, plain=True, capability=(9, 0)).gz_kept
         kept = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
         alone = sp.train(pop.select([1]), cfg, backend="triton", input_precision="tf32x3")
+        fused = sp.train(pop, cfg, backend="triton", input_precision="tf32x3", split=False)
     generic = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
-    for a, b in ((kept.W, generic.W), (kept.b, generic.b), (kept.loss_history, generic.loss_history)):
-        assert torch.equal(a, b)
+    assert torch.equal(fused.W, kept.W) and torch.equal(fused.b, kept.b)  # any launch mode: the same bits
+    assert torch.equal(kept.loss_history[:, 0], generic.loss_history[:, 0])
+    assert rel_err(kept.W, generic.W) < 1e-6 and rel_err(kept.b, generic.b) < 1e-6
     assert torch.equal(alone.W[0], kept.W[1]) and torch.equal(alone.b[0], kept.b[1])
     assert rel_err(kept.W, train_torch(pop, cfg).W) < 1e-4

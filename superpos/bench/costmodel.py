@@ -251,6 +251,11 @@ def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, device: D
 # Trip counts of the loops that use values computed inside the kernel, keyed by (function the `for` is
 # written in, loop variable); `a` is a call's arguments (constexprs included). Loops written in the
 # kernel function over its own arguments need no entry (their range() is evaluated).
+def _wide_nw() -> int:
+    from ..kernels.train_tiled import WIDE_NW  # imported here: the kernels import triton
+    return WIDE_NW.value
+
+
 TRIP_COUNTS = {
     # the small kernel: two paths (kernels/train_small.py), each with the step loop and a tile loop per step
     # (compiled twice: with and without the loss, which is summed only on logged steps; each copy is on
@@ -264,6 +269,7 @@ TRIP_COUNTS = {
     # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
     ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
+    ("_wide_dw", "cw"): lambda a: math.ceil(a["n"] / _wide_nw()),  # GZ_KEPT's dW products
     ("_log_slices_loss", "sl"): lambda a: a["n_slices"],
     ("_slice_sum", "sl"): lambda a: a["n_slices"],  # the update adds the slices of each parameter tile
 }
