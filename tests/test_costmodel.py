@@ -392,6 +392,20 @@ def test_trip_count_needs_a_rule_for_kernel_locals():
         cm.trip_count(sass.ForLoop("f.py", 3, "kern", "c", "for c in tl.range(0, groups, 4)"), "kern", {})
 
 
+def test_trip_count_rules_hold_only_for_the_range_they_were_written_for():
+    """A rule is keyed by (function, variable): a second loop there with the same variable over another
+    range raises instead of taking it (a 64-feature `c` loop in _slice_grads was once counted 25 trips at
+    n = 400 for its 7)."""
+    args = {"n": 400, "NC": 16}
+    assert cm.trip_count(sass.ForLoop("f.py", 3, "_slice_grads", "c", "for c in range(0, n, NC)"), "k", args) == 25
+    with pytest.raises(ValueError, match="is for `range\\(0, n, NC\\)`"):
+        cm.trip_count(sass.ForLoop("f.py", 9, "_slice_grads", "c", "for c in range(0, n, 64)"), "k", args)
+    assert cm.trip_count(sass.ForLoop("f.py", 3, "_wide_dw", "cw", "for cw in range(0, n, WIDE_NW)"), "k", args) == 7
+    for (function, var), (written_for, _) in cm.TRIP_COUNTS.items():  # every rule's range parses as written
+        import ast
+        assert ast.unparse(ast.parse(written_for, mode="eval")) == written_for, (function, var)
+
+
 def test_predict_cli_json(tmp_path):
     out = tmp_path / "predicted.jsonl"
     cmd = [sys.executable, "-m", "superpos.bench.cli", "--predict", "--json", "-w", "phase", "--out", str(out)]

@@ -249,8 +249,11 @@ def programs_per_sm(registers: int, num_warps: int, shared_bytes: int, device: D
 
 # ---------------------------------------------------------------------------------------------------
 # Trip counts of the loops that use values computed inside the kernel, keyed by (function the `for` is
-# written in, loop variable); `a` is a call's arguments (constexprs included). Loops written in the
-# kernel function over its own arguments need no entry (their range() is evaluated).
+# written in, loop variable), each with the range it was written for (as ast.unparse writes it): a loop
+# of that function and variable over another range raises instead of taking a rule that is not its own
+# (a second `c` loop stepping 64 features was once counted as the 16-feature one: 3.6x too many trips).
+# `a` is a call's arguments (constexprs included). Loops written in the kernel function over its own
+# arguments need no entry (their range() is evaluated).
 def _wide_nw() -> int:
     from ..kernels.train_tiled import WIDE_NW  # imported here: the kernels import triton
     return WIDE_NW.value
@@ -260,18 +263,20 @@ TRIP_COUNTS = {
     # the small kernel: two paths (kernels/train_small.py), each with the step loop and a tile loop per step
     # (compiled twice: with and without the loss, which is summed only on logged steps; each copy is on
     # its side of that `if`, weighted by BRANCH_FREQUENCY)
-    ("_train_blocks", "s"): lambda a: a["n_steps"],
-    ("_train_tiny", "s"): lambda a: a["n_steps"],
-    ("_block_step_sums", "g0"): lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"]),
+    ("_train_blocks", "s"): ("range(n_steps)", lambda a: a["n_steps"]),
+    ("_train_tiny", "s"): ("range(n_steps)", lambda a: a["n_steps"]),
+    ("_block_step_sums", "g0"): ("range(0, groups, BG)", lambda a: math.ceil(math.ceil(a["B"] / 4) / a["BG"])),
     # (UNROLL: whole tiles per trip of the tiny path's tile loop, a launch argument)
-    ("_tiny_step_sums", "g0"): lambda a: a["B"] // (4 * a["BG"]) // a["UNROLL"],  # runs of whole tiles
-    ("_tiny_step_sums", "g1"): lambda a: a["B"] // (4 * a["BG"]) % a["UNROLL"],  # the whole tiles left
+    ("_tiny_step_sums", "g0"): ("range(0, whole, UNROLL * BG)",
+                                lambda a: a["B"] // (4 * a["BG"]) // a["UNROLL"]),  # runs of whole tiles
+    ("_tiny_step_sums", "g1"): ("range(whole, full, BG)",
+                                lambda a: a["B"] // (4 * a["BG"]) % a["UNROLL"]),  # the whole tiles left
     # the tiled kernel (kernels/train_tiled.py): a slice is one tile; three passes over the n-chunks, then
     # the update adds the slices' partials per chunk (split mode: one program per chunk)
-    ("_slice_grads", "c"): lambda a: math.ceil(a["n"] / a["NC"]),
-    ("_wide_dw", "cw"): lambda a: math.ceil(a["n"] / _wide_nw()),  # GZ_KEPT's dW products
-    ("_log_slices_loss", "sl"): lambda a: a["n_slices"],
-    ("_slice_sum", "sl"): lambda a: a["n_slices"],  # the update adds the slices of each parameter tile
+    ("_slice_grads", "c"): ("range(0, n, NC)", lambda a: math.ceil(a["n"] / a["NC"])),
+    ("_wide_dw", "cw"): ("range(0, n, WIDE_NW)", lambda a: math.ceil(a["n"] / _wide_nw())),  # GZ_KEPT's dW
+    ("_log_slices_loss", "sl"): ("range(n_slices)", lambda a: a["n_slices"]),
+    ("_slice_sum", "sl"): ("range(n_slices)", lambda a: a["n_slices"]),  # the update adds the slices of each tile
 }
 
 
@@ -300,8 +305,14 @@ def branch_fraction(side: sass.Side, args: dict) -> float:
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
-    rule = TRIP_COUNTS.get((loop.function, loop.var))
-    if rule is not None:
+    entry = TRIP_COUNTS.get((loop.function, loop.var))
+    if entry is not None:
+        written_for, rule = entry
+        iterable = loop.text[loop.text.index(" in ") + 4:]
+        if ast.unparse(ast.parse(iterable, mode="eval")) != written_for:
+            raise ValueError(f"`{loop.text}` in {loop.function} ({loop.file}:{loop.line}): costmodel.TRIP_COUNTS's "
+                             f"rule for `{loop.var}` there is for `{written_for}`; give this loop a variable and a rule "
+                             f"of its own")
         return float(rule(args))
     if loop.function == kernel:
         call = ast.parse(loop.text[loop.text.index(" in ") + 4:], mode="eval").body
