@@ -35,7 +35,7 @@
   On Hopper the plain model at MP=32 ieee takes 32, 4 (TILED_SM90_PLAIN, measured 0.77x / 0.78x the time
   of 16, 4 for uniform / geometry on an H200; spill-free on sm_90 only for plain data), and tf32x3 at
   MP=16/32 keeps gz in the scratch and takes the dW products as wgmmas over 64 features (TILED_SM90_GZ_KEPT:
-  predicted 262 -> 229 -> 196, Triton 3.6; 3.9 too).
+  predicted 262 -> 229 -> 188, Triton 3.6; 3.9 too).
   MP=64: ieee 8, 8 (16, 4 spilled 208 B with the hidden ReLU on sm_90 under Triton 3.9), tf32 16, 4, tf32x3
   8, 8 (4, 4 spilled 16 B and 4, 2 48-152 B with the hidden ReLU, sm_80); split only. The hidden ReLU
   (privileged basis) compiles from the same blocks. The fused kernel passes maxnreg=255: Triton 3.9's
@@ -91,9 +91,9 @@ TILED_SM90_PLAIN = {(32, "ieee"): (32, 4, False, None), (16, "tf32x3"): (16, 4, 
 # tf32x3 there keeps gz beside x in the slot's scratch and takes both dW products after pass 2 over
 # 64-feature chunks, transposed (kernels/train_tiled.py, _wide_dw): [64, 4 BG] x [4 BG, MP] products are
 # Hopper wgmmas where the [MP, 16] ones were mma.sync with h and gh transposed through shared memory.
-# Predicted, H100 SXM: uniform 229 -> 196, geometry 359 -> 334 ms per 1,000 steps under Triton 3.6 (229
-# registers, two programs per SM; the ninth session's kernel took a 168 cap, three), 253 -> 184 and
-# 427 -> 313 under 3.9 (220 registers). Spill-free for the plain model on sm_90 under both (compile
+# Predicted, H100 SXM: uniform 229 -> 188, geometry 359 -> 320 ms per 1,000 steps under Triton 3.6 (243
+# registers, two programs per SM; the ninth session's kernel took a 168 cap, three), 253 -> 187 and
+# 427 -> 318 under 3.9 (220 registers). Spill-free for the plain model on sm_90 under both (compile
 # check); the same sums in another order than the generic kernel's (float32-close, other bits).
 TILED_SM90_GZ_KEPT = ("tf32x3",)
 # ...on the Triton versions whose compile of them was checked spill-free (superpos.compile_check). With W's

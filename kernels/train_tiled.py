@@ -23,7 +23,7 @@ pass 1 adds b_hidden, pass 2 reads the decoder tile D^T [MP, NC] = W_dec[cols, :
 row-major n x m) and writes h^T gz to dW_dec's partial (held transposed, [m, n] like W's), pass 3 writes
 gh^T x to W's partial without reading it back, and db_hidden = sum gh is one more [m] partial per slice.
 Hopper's tf32x3 for the plain model (GZ_KEPT) keeps gz beside x and takes both dW products after pass 2,
-64 features a trip, transposed so that they are wgmmas (_wide_dw): predicted uniform 229 -> 196 ms.
+64 features a trip, transposed so that they are wgmmas (_wide_dw): predicted uniform 229 -> 188 ms.
 Precisions: ieee (tl.dot on CUDA-core FMA), tf32 (tensor cores, ~1e-3 products) and tf32x3 (near fp32
 on tensor cores; before 36bee5c it missed the GPU test's float32 bar where sums cancel, today's passes it
 with TF32 mmas emulated, bench/README.md: every operand split ONCE into a tf32 high part and remainder by _split, three tf32
@@ -160,10 +160,11 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     x is drawn once (pass 1) into the tile's scratch slot x_slot [4 BG, n] and read back by passes 2, 3.
     GZ_KEPT (configs.TILED_SM90_GZ_KEPT: Hopper's tf32x3, the plain model): pass 2 also writes gz into the
     slot (after x), and both dW products run after it over 64-feature chunks, transposed (_wide_dw): pW =
-    gh^T x, then pW += h^T gz. Their products then have 64 rows (Hopper's wgmma, not mma.sync) and pass 2
-    holds h in one operand layout, not two. The same sums in another order (gh^T x first; in each tf32x3
-    product the two cross terms the other way round): not the generic kernel's bits but its accuracy, and
-    a model's bits are the same alone and in a crowd."""
+    h^T gz, then pW += gh^T x (h dies before gh is split; the other order predicted 196, not 188, ms at
+    uniform). Their products then have 64 rows (Hopper's wgmma, not mma.sync) and pass 2
+    holds h in one operand layout, not two. The same sums (in each tf32x3 product the two cross terms
+    the other way round): not the generic kernel's bits but its accuracy, and a model's bits are the same
+    alone and in a crowd."""
     # model k's arrays and slot (k, sl)'s partials and x tile as scalar (64-bit) base pointers, so that
     # the tile offsets kept across the loops are 32-bit (one model's m n fits; K m n may not)
     W_ptr += k * m * n
@@ -254,13 +255,14 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         gh = tl.where(a > 0.0, gh, 0.0)
     if not TIED:
         tl.store(pbh_ptr + slot * m + offs_m, tl.sum(gh, axis=0), mask=mask_m)
-    gh_hi, gh_lo = _split(gh, PREC)
     tl.debug_barrier()  # x's (and gz's) tile, stored by every thread, is read back in other layouts
-    if GZ_KEPT:  # pW = gh^T x, then pW += h^T gz (untied: pWd = h^T gz), 64 features a trip
-        _wide_dw(xs_ptr, rows, xn, n, offs_m, mask_m, gh_hi, gh_lo, pW_ptr, False, PREC)
+    if GZ_KEPT:  # pW = h^T gz, then pW += gh^T x (untied: pWd = h^T gz, pW = gh^T x), 64 features a trip
+        _wide_dw(gzs_ptr, rows, xn, n, offs_m, mask_m, h_hi, h_lo, pdec_ptr, False, PREC)
         tl.debug_barrier()  # pW, stored by every thread, is read back
-        _wide_dw(gzs_ptr, rows, xn, n, offs_m, mask_m, h_hi, h_lo, pdec_ptr, TIED, PREC)
+        gh_hi, gh_lo = _split(gh, PREC)
+        _wide_dw(xs_ptr, rows, xn, n, offs_m, mask_m, gh_hi, gh_lo, pW_ptr, TIED, PREC)
     else:
+        gh_hi, gh_lo = _split(gh, PREC)
         ghT_hi = tl.trans(gh_hi)
         ghT_lo = tl.trans(gh_lo)
         # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
