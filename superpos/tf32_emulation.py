@@ -120,7 +120,6 @@ def emulate_tf32_dots_from_now(rounding: str | None = "rz") -> None:
 @contextlib.contextmanager
 def emulate_tf32_dots(rounding: str | None = "rz"):
     """emulate_tf32_dots_from_now(rounding) within, the previous setting after."""
-    _check(rounding)
     before = _ROUNDING["now"]
     emulate_tf32_dots_from_now(rounding)
     try:

@@ -305,17 +305,16 @@ def branch_fraction(side: sass.Side, args: dict) -> float:
 
 
 def trip_count(loop: sass.ForLoop, kernel: str, args: dict) -> float:
+    call = ast.parse(loop.text[loop.text.index(" in ") + 4:], mode="eval").body  # the loop's iterable
     entry = TRIP_COUNTS.get((loop.function, loop.var))
     if entry is not None:
         written_for, rule = entry
-        iterable = loop.text[loop.text.index(" in ") + 4:]
-        if ast.unparse(ast.parse(iterable, mode="eval")) != written_for:
+        if ast.unparse(call) != written_for:
             raise ValueError(f"`{loop.text}` in {loop.function} ({loop.file}:{loop.line}): costmodel.TRIP_COUNTS's "
                              f"rule for `{loop.var}` there is for `{written_for}`; give this loop a variable and a rule "
                              f"of its own")
         return float(rule(args))
     if loop.function == kernel:
-        call = ast.parse(loop.text[loop.text.index(" in ") + 4:], mode="eval").body
         # range(...) or tl.range(...) (whose keyword hints - num_stages, loop_unroll_factor - leave the count)
         if isinstance(call, ast.Call) and "range" in (getattr(call.func, "id", ""), getattr(call.func, "attr", "")):
             names = {n.id for arg in call.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
