@@ -4,7 +4,7 @@
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~7 min of timeouts; timeout_s 440)
 #   bash bench/gpu_session.sh dd stalls  # at once after it (warm): the paper-size double descent (~5 min)
-#                                        # and the small kernel's stall reasons, 4 vs 1 tiles a trip (~1 min)
+#                                        # and the stall reasons of phase (4 vs 1 tiles a trip) and tf32x3 (~1.5 min)
 #   bash bench/gpu_session.sh before small   # a third call if time is left (before/after W's mirror,
 #                                        # torch.compile beside phase3)
 #   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile stalls sweep scaling
@@ -94,13 +94,18 @@ for step in "${steps[@]}"; do
              # the model puts at 780-1,922 cycles, how long its mma and layout-conversion waits really are),
              # each pipe's busy cycles (what an IMAD.WIDE or I2FP really costs, against the cost model's
              # rates) and the executed opcode mix. (uniform ieee's lsu binding was read in the H200 profile.)
+             # With them, for the tiled kernels, the L2 hit rate and DRAM bytes of their x/gz scratch: the
+             # H200's DRAM bytes said reads of a 40.6 MB live scratch all missed L2 and of 13.5 MB all hit;
+             # today's tf32x3 holds 60.6 MB (uniform) and 34.6 MB (geometry) (bench/README.md, "Where the
+             # scratch lives"; the tune step times smaller live sets)
         ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
         # phase twice: as chosen (4 tiles a loop trip) and with 1 (a third of the code): their durations
         # and stall reasons side by side say whether the instruction cache binds
-        run 60 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 6 \
+        run 90 stalls "${ncu:-ncu}" --clock-control none --target-processes all -c 6 \
             -k "regex:_train_small_kernel|_tiled_grads_kernel" --section WarpStateStats \
-            --section ComputeWorkloadAnalysis --section InstructionStats --section SpeedOfLight --page raw \
-            --csv python bench/profile_workload.py phase:ieee:100 phase:ieee:100:tile_unroll=1 uniform:tf32x3:1 ;;
+            --section ComputeWorkloadAnalysis --section InstructionStats --section SpeedOfLight \
+            --section MemoryWorkloadAnalysis --page raw --csv python bench/profile_workload.py phase:ieee:100 \
+            phase:ieee:100:tile_unroll=1 uniform:tf32x3:1 geometry:tf32x3:1 ;;
     sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall

@@ -44,10 +44,15 @@ VARIANTS = {
     # num_stages 2: Triton pipelines the loads feeding each tl.dot (the H200's profile of tf32: 0.38
     # eligible warps of 2.7, stalled on global loads; the cost model, which prices no load latency across
     # programs, predicts 153 -> 164 for tf32 and 262 -> 297 for tf32x3, spill-free: measure it)
-    # (tf32x3 on Hopper is chosen under a 168-register cap since the ninth session: 255 times it uncapped,
-    # two programs per SM instead of three; the `before` step times the kernel before it)
-    ("uniform", "tf32x3", 100): [{}, {"max_registers": 255}, {"num_stages": 2}, {"BG": 8}, {"BG": 32},
-                                 {"num_warps": 8}],
+    # tf32x3 on Hopper (tenth session): gz kept beside x, both dW products as wgmmas, uncapped (243
+    # registers, two programs per SM). Its scratch is x's and gz's tiles: 60.6 / 34.6 MB live at uniform /
+    # geometry (superpos bench --predict, "scratch live MB"), where the H200 measured 13.5 MB hitting L2 and
+    # 40.6 MB missing (bench/README.md, "Where the scratch lives"). gz_kept off (x only: 27 / 13.5 MB), BG 8
+    # (half the slice: 30 / 17 MB) and both (13.5 / 6.8 MB) time the live set against the model's ranking
+    # (predicted 188 / 262 / - / - at uniform); the 168 cap: three programs per SM (spills 128 B)
+    ("uniform", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8},
+                                 {"max_registers": 168}, {"num_stages": 2}],
+    ("geometry", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8}],
     ("uniform", "tf32", 100): [{}, {"num_stages": 2}, {"BG": 8}, {"BG": 32}, {"num_warps": 8},
                                {"max_registers": None}],
     ("geometry", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],

@@ -207,7 +207,10 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
 # rounding difference comes from it (bench/accuracy_trace.py's `nofusion` cases).
 # tile_unroll (tiny path only): whole tiles per trip of its tile loop (the code a step runs grows with it;
 # the sums' order does not change: results are bit-identical across it).
-TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll")
+# gz_kept (bool, tiled tf32x3): Hopper's wide dW products (TILED_SM90_GZ_KEPT) on or off; off keeps only x in
+# the scratch, half the live set whose L2 hits the H200 profile called in question (bench/README.md, "Where
+# the scratch lives"). True elsewhere than tf32x3 is refused.
+TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept")
 
 
 def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
@@ -223,9 +226,12 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
         if key == "tile_unroll" and not (cfg.kind == "small" and cfg.tiny):
             raise ValueError("kernel_config tile_unroll applies to the small kernel's tiny path only (n <= 5), "
                              f"not to this shape's {cfg.kind} kernel")
-        if key == "fp_fusion":
+        if key in ("fp_fusion", "gz_kept"):
             if not isinstance(value, bool):
-                raise ValueError(f"kernel_config fp_fusion must be True or False, got {value!r}")
+                raise ValueError(f"kernel_config {key} must be True or False, got {value!r}")
+            if key == "gz_kept" and value and not (cfg.kind == "tiled" and cfg.input_precision == "tf32x3"):
+                raise ValueError("kernel_config gz_kept=True applies to the tiled kernel at tf32x3 only, not to "
+                                 f"this {cfg.kind} kernel at {cfg.input_precision}")
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (key in ("BG", "num_warps") and value & (value - 1)):
             raise ValueError(f"kernel_config {key} must be a positive int{' (a power of 2)' if key in ('BG', 'num_warps') else ''}"

@@ -367,6 +367,21 @@ def test_occupancy_by_hand():
     assert cm.programs_per_sm(32, 4, 100 * 1024, dev) == 2  # shared memory: 228 KB / (100 + 1) KB
 
 
+def test_scratch_footprint_by_hand():
+    """The tiled kernel's scratch (one slot per program) in all and as the resident programs hold it at
+    once: uniform's tf32 split launch (bench/README.md, "Where the scratch lives": 40.6 MB, whose reads all
+    missed L2 on the H200)."""
+    import torch
+    dev = cm.DEVICES["h100-sxm"]
+    xs = torch.empty((64, 16, 1, 64, 400))  # K, slices, (x | x and gz), slice, row stride
+    total, live = pr.scratch_mb({"xs_ptr": xs}, 64 * 16, 3, dev)
+    assert total == pytest.approx(64 * 1024 * 400 * 4 / 1e6)  # the whole batch of every model: 104.9 MB
+    assert live == pytest.approx(132 * 3 * 64 * 400 * 4 / 1e6) and round(live, 1) == pr.SCRATCH_LIVE_MISS_MB
+    # fewer programs than the SMs hold: all of them at once
+    assert pr.scratch_mb({"xs_ptr": xs[:2]}, 2 * 16, 3, dev) == pytest.approx((2 * 16 * 102_400 / 1e6,) * 2)
+    assert pr.scratch_mb({"W_ptr": xs}, 10, 3, dev) is None  # a launch without a scratch
+
+
 def test_floors_by_hand():
     dev = cm.DEVICES["h100-sxm"]
     f = pr.floors(n=2, m=1, B=1024, K=25_600, device=dev, philox_imad=32)

@@ -35,13 +35,28 @@ def test_overrides_replace_only_the_named_fields():
                                           ({"max_registers": "many"}, "kernel_config max_registers must be"),
                                           ({"BG": True}, "kernel_config BG must be a positive int"),
                                           ({"fp_fusion": 1}, "kernel_config fp_fusion must be True or False"),
-                                          ({"tile_unroll": 0}, "kernel_config tile_unroll must be a positive int")])
+                                          ({"tile_unroll": 0}, "kernel_config tile_unroll must be a positive int"),
+                                          ({"gz_kept": 0}, "kernel_config gz_kept must be True or False")])
 def test_bad_overrides_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         with_overrides(choose_config(2, 1, 1024), bad)
     with pytest.raises(ValueError, match="tile_unroll applies to the small kernel's tiny path only"):
         with_overrides(choose_config(400, 30, 1024), {"tile_unroll": 2})  # a tiled shape: no tile loop to unroll
-    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll"}
+    with pytest.raises(ValueError, match="gz_kept=True applies to the tiled kernel at tf32x3 only"):
+        with_overrides(choose_config(400, 30, 1024, "ieee", plain=True, capability=(9, 0)), {"gz_kept": True})
+    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept"}
+
+
+def test_gz_kept_switches_hoppers_wide_dw_products():
+    """gz_kept (for the GPU's tune step: the live scratch it doubles) turns Hopper's wide dW products off,
+    which leaves the generic tf32x3 kernel's blocks, and back on; elsewhere it is off by default."""
+    hopper = choose_config(400, 30, 1024, "tf32x3", plain=True, capability=(9, 0))
+    assert hopper.gz_kept
+    off = with_overrides(hopper, {"gz_kept": False})
+    assert not off.gz_kept and (off.BG, off.num_warps, off.max_registers) == (hopper.BG, hopper.num_warps,
+                                                                             hopper.max_registers)
+    generic = choose_config(400, 30, 1024, "tf32x3", plain=True)
+    assert not generic.gz_kept and with_overrides(generic, {"gz_kept": True}).gz_kept
 
 
 @pytest.mark.parametrize("unroll", [1, 2, 3])

@@ -182,6 +182,26 @@ def _source_lines(file: str) -> list:
     return Path(file).read_text().splitlines()  # read once per file, not once per reported line
 
 
+# The tiled kernel's scratch (kernels/train_tiled.py: each program's x tile [4 BG, n], and gz's beside it
+# with GZ_KEPT, written in pass 1 and read back twice) is priced by the model as L2 traffic. Whether those
+# reads hit L2 depends on what the resident programs hold at once (SMs x programs per SM x one slot), which
+# the model does not price; it is reported beside the prediction. Measured on an H200 (bench/README.md,
+# "Where the scratch lives": DRAM bytes per step against the scratch's): a live set of 13.5 MB hit
+# (geometry tf32x3: only the write-back of finished tiles reached DRAM), 40.6 MB missed (uniform ieee and
+# tf32: every read went to DRAM).
+SCRATCH_LIVE_HIT_MB, SCRATCH_LIVE_MISS_MB = 13.5, 40.6
+
+
+def scratch_mb(args: dict, programs: int, resident: int, dev: cm.Device) -> tuple | None:
+    """(scratch in all, scratch the resident programs hold at once) in MB for a tiled launch (one slot per
+    program), None for a launch without one."""
+    xs = args.get("xs_ptr")
+    if not hasattr(xs, "numel") or programs < 1:
+        return None
+    total = xs.numel() * xs.element_size()
+    return total / 1e6, min(programs, dev.sms * resident) * total / programs / 1e6
+
+
 def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
             arch: int = cm.ARCH) -> dict:
     """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
@@ -193,8 +213,12 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     calibrated = 0.0  # each launch's time times the measured/predicted factor of the resource binding it
     factors = cm.MEASURED_OVER_PREDICTED.get(device, {})
     kernels: dict = {}
+    scratch = None  # (total, live) MB of the launch with the largest live scratch
     for lc, prof in zip(launches, profiles):
         cost = cm.launch_cost(prof, lc.bound(), lc.grid, dev)
+        sc = scratch_mb(lc.bound(), cost.programs, cost.resident, dev)
+        if sc and (scratch is None or sc[1] > scratch[1]):
+            scratch = sc
         counts.update(cost.counts)
         seconds += cost.seconds
         factor = factors.get(cost.binding)
@@ -231,6 +255,10 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
         "floor_ms_per_1000_steps": round(fl[floor_name], 2), "floor": floor_name,
         "floors_ms_per_1000_steps": {k: round(v, 2) for k, v in fl.items()},
         "registers": max(p.registers for p in distinct), "spill_bytes": max(p.stack_bytes for p in distinct),
+        # the x (and gz) scratch of the tiled kernel, MB: in all, and what the resident programs hold at once
+        # (SCRATCH_LIVE_HIT_MB: where its reads were measured to hit L2 or not); None without one
+        "scratch_mb": round(scratch[0], 1) if scratch else None,
+        "scratch_live_mb": round(scratch[1], 1) if scratch else None,
         "kernels": list(kernels.values()), "uncompiled": uncompiled,
         "device": dev.name, "clock_ghz": dev.clock_ghz, "arch": f"sm_{arch}",
         "versions": {"triton": versions().get("triton")}, "commit": commit, "commit_dirty": dirty,
@@ -297,8 +325,8 @@ def markdown_table(rows, measured: dict | None = None) -> str:
     """Predicted beside measured (the newest triton row of the same workload, precision and K)."""
     measured = measured or {}
     out = ["| workload | precision | K | mode | warp instr / model-step | regs | spill B | predicted ms / 1000 steps "
-           "| binds | calibrated ms | floor ms | floor | measured ms | measured ÷ predicted |",
-           "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
+           "| binds | calibrated ms | floor ms | floor | scratch live MB | measured ms | measured ÷ predicted |",
+           "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         meas = measured.get((r["workload"], r["precision"], r["K"]))
         ratio = f"{meas / r['predicted_ms_per_1000_steps']:.2f}" if meas and r["predicted_ms_per_1000_steps"] else "–"
@@ -306,5 +334,5 @@ def markdown_table(rows, measured: dict | None = None) -> str:
                    f"{_n(r['warp_instructions_per_model_step'])} | {r['registers']} | {r['spill_bytes']} | "
                    f"{_n(r['predicted_ms_per_1000_steps'])} | {r['binding']} | {_n(r.get('calibrated_ms_per_1000_steps'))} | "
                    f"{_n(r['floor_ms_per_1000_steps'])} | "
-                   f"{r['floor']} | {_n(meas)} | {ratio} |")
+                   f"{r['floor']} | {_n(r.get('scratch_live_mb'))} | {_n(meas)} | {ratio} |")
     return "\n".join(out) + "\n"
