@@ -3,10 +3,11 @@
 # A machine start costs 30-100 s; a call made within 30 s of the last one's return finds the machine still
 # warm (the H200 session of 2026-11-27 ran four calls, 724 s in all, that way), so have the next call ready:
 #   bash bench/gpu_session.sh            # first call: info accuracy tests tiled (~7 min of timeouts; timeout_s 440)
-#   bash bench/gpu_session.sh dd stalls  # at once after it (warm): the paper-size double descent (~5 min)
-#                                        # and the stall reasons of phase (4 vs 1 tiles a trip) and tf32x3 (~1.5 min)
-#   bash bench/gpu_session.sh before small   # a third call if time is left (before/after W's mirror,
-#                                        # torch.compile beside phase3)
+#   bash bench/gpu_session.sh stalls dd  # at once after it (warm): the stall reasons and memory traffic of
+#                                        # phase (4 vs 1 tiles a trip) and tf32x3 (~1.5 min), then the paper-size
+#                                        # double descent (~5 min; last: its finished groups survive a cut)
+#   bash bench/gpu_session.sh before tune small   # a third call if time is left (before/after W's mirror and
+#                                        # the tf32x3 rebuild, the live-scratch variants, torch.compile beside phase3)
 #   bash bench/gpu_session.sh STEP ...   # any: info accuracy tests tune tiled dd before small profile stalls sweep scaling
 # What the sessions so far left open (bench/README.md, "Second GPU session"): the n=400 accuracy gap, whose
 # cause (AdamW's 1 - beta2 in float32) was fixed on the CPU: confirm it (accuracy, tests), the GPU tests, tf32x3 and the tiled kernels against the peers
