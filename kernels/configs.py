@@ -12,9 +12,9 @@
   intro n=5, m=2): unrolled over the exact n and m (MP, NP = m, n), one thread per sample group, BG =
   32 x warps groups per tile (TINY_SLOTS_PER_THREAD each). Static count, sm_90, Triton 3.6, warp
   instructions per model-step at B=1024, the logged-loss side weighted by its 1 step in log_every
-  (`superpos bench --predict`; before: the block path, both sides counted): phase 1,640 (4,200), phase3
-  2,684 (18,937), intro 5,149 (40,025); registers 168 / 147 / 236, no spills on 3.6 or 3.9. One warp per
-  model: every thread keeps a copy of the parameters for its samples' forward pass and the block reduces
+  (`superpos bench --predict`, the slow-path calls of sqrt/div not counted; before: the block path, both
+  sides counted): phase 1,632 (4,200), phase3 2,676 (18,937), intro 5,141 (40,025); registers 168 / 147 /
+  236, no spills on 3.6 or 3.9. One warp per model: every thread keeps a copy of the parameters for its samples' forward pass and the block reduces
   once per step, so more warps would add per-step work, and the warp count may not depend on K (the
   summation order over the BG slots is fixed by the shape).
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a slice of 4 BG consecutive samples (a slice

@@ -272,6 +272,33 @@ def _sass_text(rows, path) -> str:
     return "\n".join(out) + "\n"
 
 
+# ptxas's IEEE sqrt and division as laid out on sm_90 (the AdamW step of the small kernel): the fast path
+# tests its operand and branches over the set-up of the slow-path call (sqrt: MOV, CALL, and the jump past
+# the fast path; division: three MOVs and the CALL, which returns to the join point); a third CALL with
+# other work before it is not a guarded slow path and stays
+SLOW_PATH_SASS = [(None, 1, "MUFU.RSQ R72, R7"), (None, 1, "ISETP.GT.U32.AND P2, PT, R8, 0x727fffff, PT"),
+                  (None, 1, "@!P2 BRA `(.L_x_15)"),
+                  (None, 1, "MOV R76, 0xb590"), (None, 1, "CALL.REL.NOINC `($__internal_0_$__cuda_sm20_sqrt_rn_f32_slowpath)"),
+                  (None, 1, "BRA `(.L_x_16)"),
+                  (".L_x_15", 1, "FMUL.FTZ R8, R7, R72"), (None, 1, "FFMA R7, -R8, R8, R7"),
+                  (".L_x_16", 1, "FCHK P1, R8, R81"), (None, 1, "@!P1 BRA `(.L_x_18)"),
+                  (None, 1, "MOV R7, R8"), (None, 1, "MOV R8, R81"), (None, 1, "MOV R77, 0xb6c0"),
+                  (None, 1, "CALL.REL.NOINC `($__internal_1_$__cuda_sm3x_div_rn_noftz_f32_slowpath)"),
+                  (".L_x_18", 1, "FADD R73, R7, R0"),
+                  (None, 1, "MOV R77, 0xb6c0"), (None, 1, "FADD R1, R1, R1"),
+                  (None, 1, "CALL.REL.NOINC `($__internal_1_$__cuda_sm3x_div_rn_noftz_f32_slowpath)"),
+                  (None, None, "EXIT"), (".L_x_4", None, "BRA `(.L_x_4)")]
+
+
+def test_slow_path_calls_are_not_counted(tmp_path):
+    src = tmp_path / "k.py"
+    src.write_text("x = 1\n")
+    instrs = sass.entry_function(sass.parse(_sass_text(SLOW_PATH_SASS, src)))
+    assert [i.opcode for i in instrs] == ["MUFU.RSQ", "ISETP.GT.U32.AND", "BRA", "FMUL.FTZ", "FFMA", "FCHK", "BRA",
+                                          "FADD", "MOV", "FADD", "CALL.REL.NOINC", "EXIT"]
+    assert instrs[2].predicate == "@!P2" and instrs[6].predicate == "@!P1"  # the fast paths' tests stay
+
+
 def test_branch_sides_weighted_by_hand(tmp_path, monkeypatch):
     src = tmp_path / "k.py"
     src.write_text(BRANCH_SOURCE)

@@ -8,8 +8,9 @@ the occupancy the registers allow. Every assumption is stated beside the number 
 
 Static counting assumptions:
 - Every instruction in a loop's address range runs once per iteration (predicated-off instructions
-  still issue; ptxas's slow paths of IEEE sqrt/div are subroutines and are not counted, their inline
-  fast paths are). Code outside every loop runs once per program.
+  still issue; ptxas's slow paths of IEEE sqrt/div are subroutines and are not counted, nor the calls
+  into them that their inline fast paths branch over; the fast paths are). Code outside every loop runs
+  once per program.
 - Branches: the two sides of a Python `if` whose frequency the launch fixes (BRANCH_FREQUENCY below:
   the logged-step loss, the masked last tile) are weighted, the body by the fraction f of entries
   whose test holds and the `else` by 1 - f (sass.if_sides finds them in the SASS by the `if`'s line);

@@ -15,7 +15,8 @@ Facts relied on (checked on Triton 3.6 cubins for sm_90, see tests/test_costmode
   side, which starts at the first branch's target. This is how Triton lays out `scf.if` (then block
   first), and ptxas keeps that order.
 - Subroutines (ptxas's slow paths of IEEE sqrt and division, `$__internal_...` labels) follow the entry
-  function's EXIT; they are split off and not counted (their fast paths are inline and counted).
+  function's EXIT; they are split off and not counted (their fast paths are inline and counted), nor are
+  the calls into them, which the fast path branches over (fast_path).
 - Volta-and-later instructions are 128 bits; the top 23 bits of the high word are the scheduling control
   set by ptxas: stall cycles (4 bits), yield (1), write scoreboard (3), read scoreboard (3), wait mask (6),
   operand reuse (4). Layout as documented by the open assemblers (e.g. CuAssembler, turingas).
@@ -110,8 +111,9 @@ def parse(text: str) -> dict:
 
 
 def entry_function(funcs: dict, name: str | None = None) -> list:
-    """The kernel's own instructions: subroutines split off, and the padding after the final
-    `BRA self` (which follows the last EXIT) dropped."""
+    """The kernel's own instructions as they run: subroutines split off, the calls into them dropped
+    with their set-up (fast_path), and the padding after the final `BRA self` (which follows the last
+    EXIT) dropped."""
     if name is None:
         entries = [f for f in funcs if not f.startswith("$")]
         if len(entries) != 1:
@@ -120,8 +122,33 @@ def entry_function(funcs: dict, name: str | None = None) -> list:
     instrs = funcs[name]
     for i, ins in enumerate(instrs):
         if ins.base == "BRA" and ins.target == ins.addr:
-            return instrs[:i]
-    return instrs
+            instrs = instrs[:i]
+            break
+    return fast_path(instrs)
+
+
+def fast_path(instrs: list) -> list:
+    """instrs without ptxas's calls into its slow-path subroutines (IEEE sqrt and division of special or
+    tiny operands): the inline fast path tests its operands and branches over the call, so the argument
+    set-up (MOVs), the CALL and the branch back to the join point run only when the slow path does.
+    A call not guarded so (no predicated forward branch over it, or other instructions before it) is
+    kept."""
+    drop = set()
+    for j, ins in enumerate(instrs):
+        if ins.base != "CALL" or "$__internal" not in ins.operands:
+            continue
+        i = j - 1
+        while i >= 0 and instrs[i].base == "MOV" and not instrs[i].predicate:
+            i -= 1
+        guard = instrs[i] if i >= 0 else None
+        if guard is None or guard.base != "BRA" or not guard.predicate or guard.target is None \
+                or guard.target <= ins.addr:
+            continue
+        drop.update(range(i + 1, j + 1))
+        after = instrs[j + 1] if j + 1 < len(instrs) else None
+        if after is not None and after.base == "BRA" and not after.predicate and (after.target or 0) > after.addr:
+            drop.add(j + 1)  # the jump over the fast path to the join point
+    return [ins for k, ins in enumerate(instrs) if k not in drop]
 
 
 @dataclass(eq=False)  # identity: loops key the regions
