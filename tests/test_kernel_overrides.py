@@ -50,8 +50,12 @@ def test_bad_overrides_are_refused_in_one_line(bad, message):
 def test_gz_kept_switches_hoppers_wide_dw_products():
     """gz_kept (for the GPU's tune step: the live scratch it doubles) turns Hopper's wide dW products off,
     which leaves the generic tf32x3 kernel's blocks, and back on; elsewhere it is off by default."""
+    import triton
+
+    from superpos.kernels.configs import TILED_SM90_GZ_KEPT_TRITON
     hopper = choose_config(400, 30, 1024, "tf32x3", plain=True, capability=(9, 0))
-    assert hopper.gz_kept
+    assert hopper.gz_kept == triton.__version__.startswith(TILED_SM90_GZ_KEPT_TRITON)  # the checked versions
+    assert with_overrides(hopper, {"gz_kept": True}).gz_kept
     off = with_overrides(hopper, {"gz_kept": False})
     assert not off.gz_kept and (off.BG, off.num_warps, off.max_registers) == (hopper.BG, hopper.num_warps,
                                                                              hopper.max_registers)
