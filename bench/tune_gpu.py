@@ -36,7 +36,7 @@ VARIANTS = {
     # 40.6 MB missing (bench/README.md, "Where the scratch lives"). gz_kept off (x only: 27 / 13.5 MB), BG 8
     # (half the slice: 30 / 17 MB) and both (13.5 / 6.8 MB) time the live set against the model's ranking
     # (predicted, H100 SXM model: uniform 188 / 262 / 412 / 496, geometry 320 / 443 / 678 / 809 ms per 1,000
-    # steps); the 168 cap: three programs per SM (spills 128 B)
+    # steps: superpos bench --predict --kernel-config '{...}'); the 168 cap: three programs per SM (spills 128 B)
     ("uniform", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8},
                                  {"max_registers": 168}, {"num_stages": 2}],
     ("geometry", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8}],

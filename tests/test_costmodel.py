@@ -468,6 +468,31 @@ def test_predict_cli_json(tmp_path):
     assert len(out.read_text().splitlines()) == 1  # nothing written
 
 
+KERNEL_CONFIG_PREDICT = """
+import json
+from superpos.bench import predict as pr
+from superpos.bench.workloads import get_workload
+phase = get_workload("phase")
+for kc in (None, {"tile_unroll": 1}):
+    r = pr.predict(phase, kernel_config=kc)
+    print(json.dumps([r["kernel_config"], r["warp_instructions_per_model_step"], r["registers"]]))
+"""
+
+
+def test_predict_takes_a_kernel_config(tmp_path):
+    """--predict --kernel-config (predict(kernel_config=...)) costs the blocks the GPU's tune step would time:
+    phase's tiny path at one tile per loop trip (chosen: four) is another kernel, recorded in the row."""
+    proc = subprocess.run([sys.executable, "-c", KERNEL_CONFIG_PREDICT], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (kc0, instr0, regs0), (kc1, instr1, regs1) = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    assert kc0 is None and kc1 == {"tile_unroll": 1}
+    assert instr1 != instr0 and regs1 < regs0  # one tile's code per trip: fewer registers live
+    bad = subprocess.run([sys.executable, "-m", "superpos.bench.cli", "--predict", "-w", "phase", "--kernel-config",
+                          '{"tile_unroll": 0}', "--out", str(tmp_path / "p.jsonl")], env=ENV, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "tile_unroll must be a positive int" in bad.stderr
+
+
 def test_predict_lines_cli(tmp_path):
     """--predict --lines N: each kernel's N costliest source lines; their counts are parts of the row's."""
     base = [sys.executable, "-m", "superpos.bench.cli", "--predict", "--json", "-w", "phase", "--out",

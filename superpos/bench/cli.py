@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lines", type=_positive("--lines"), default=None, metavar="N",
                    help="with --predict: instead of the table, the N source lines of each kernel that need the "
                         "most cycles on their busiest resource (issue, FP32, ALU, shared memory...), per model-step")
+    p.add_argument("--kernel-config", default=None, metavar="JSON",
+                   help="with --predict: hand-set blocks instead of the chosen ones, as the GPU's tune step times "
+                        "them (bench/tune_gpu.py), e.g. '{\"gz_kept\": false, \"BG\": 8}'")
     return p
 
 
@@ -143,8 +146,8 @@ def _run(args) -> int:
         return rep.report(args.report, readme=args.readme, plot=args.plot, plot_workload=args.plot_workload)
     if args.predict:
         return _predict(args, [get_workload(w) for w in (args.workload or list(WORKLOADS) + list(PREDICT_ONLY))])
-    if args.json or args.gpu != "h100-sxm":
-        raise ValueError("--json and --gpu go with --predict")
+    if args.json or args.gpu != "h100-sxm" or args.kernel_config:
+        raise ValueError("--json, --gpu and --kernel-config go with --predict")
     if args.readme:
         raise ValueError("--readme goes with --report")
 
@@ -206,9 +209,12 @@ def _predict(args, workloads) -> int:
         raise ValueError(f"--gpu must be one of {', '.join(DEVICES)}, got {args.gpu!r}")
     from ..kernels.configs import PRECISIONS
     _check_precisions(args.precision, PRECISIONS)
+    args.kernel_config = _kernel_config(args.kernel_config)
+    if args.kernel_config and args.readme:
+        raise ValueError("--readme takes the chosen blocks' table: leave --kernel-config out")
     if args.lines:
         return _predict_lines(args, workloads)
-    rows = pr.predict_all(workloads, args.precision, args.gpu, args.models)
+    rows = pr.predict_all(workloads, args.precision, args.gpu, args.models, args.kernel_config)
     out = pr.append_rows(args.out or pr.default_file(), rows)
     print(f"{len(rows)} predicted rows appended to {out}", file=sys.stderr)
     if args.readme:
@@ -216,9 +222,23 @@ def _predict(args, workloads) -> int:
     if args.json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
-    else:
-        print(pr.markdown_table(rows, pr.measured_ms(rows)))
+    else:  # measured beside the chosen blocks only (the bench times those)
+        print(pr.markdown_table(rows, {} if args.kernel_config else pr.measured_ms(rows)))
     return 0
+
+
+def _kernel_config(text: str | None) -> dict | None:
+    """--kernel-config's JSON object (its keys and values are checked by kernels.configs.with_overrides)."""
+    import json
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--kernel-config must be a JSON object, e.g. '{{\"BG\": 8}}': {err.msg}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--kernel-config must be a JSON object, e.g. '{{\"BG\": 8}}', got {text!r}")
+    return value
 
 
 def _predict_lines(args, workloads) -> int:
@@ -230,7 +250,7 @@ def _predict_lines(args, workloads) -> int:
     for wl in workloads:
         for prec in args.precision or pr.workload_precisions(wl):
             for K in args.models or [None]:
-                rows = pr.line_costs(wl, prec, args.gpu, K, top=args.lines)
+                rows = pr.line_costs(wl, prec, args.gpu, K, top=args.lines, kernel_config=args.kernel_config)
                 if args.json:
                     for row in rows:
                         print(json.dumps({"workload": wl.name, "precision": prec, **row}, sort_keys=True))

@@ -109,9 +109,11 @@ def _profiles(launches: list, arch: int) -> tuple:
     return profiles, list(compiled.values()), uncompiled
 
 
-def _workload_launches(workload, precision: str, device: str, K: int | None, arch: int) -> tuple:
-    """(device, K, train config, launch mode, the launches a whole training run makes) of a workload."""
-    from ..kernels.configs import choose_config, target_capability, use_split
+def _workload_launches(workload, precision: str, device: str, K: int | None, arch: int,
+                       kernel_config: dict | None = None) -> tuple:
+    """(device, K, train config, launch mode, the launches a whole training run makes) of a workload;
+    kernel_config: hand-set blocks instead of the chosen ones (kernels.configs.TUNABLE)."""
+    from ..kernels.configs import choose_config, target_capability, use_split, with_overrides
     from ..triton_backend import family_config
     if device not in cm.DEVICES:
         raise ValueError(f"device must be one of {', '.join(cm.DEVICES)}, got {device!r}")
@@ -122,9 +124,9 @@ def _workload_launches(workload, precision: str, device: str, K: int | None, arc
     cfg = workload.train_config()
     pop = workload.population(K)
     capability = (arch // 10, arch % 10)
-    kcfg = choose_config(workload.n, workload.m, cfg.batch_size, precision, **family_config(pop.spec, pop.data),
-                         capability=capability)
-    options = {"input_precision": precision}
+    kcfg = with_overrides(choose_config(workload.n, workload.m, cfg.batch_size, precision,
+                                        **family_config(pop.spec, pop.data), capability=capability), kernel_config)
+    options = {"input_precision": precision, "kernel_config": kernel_config or None}
     mode = "small"
     if kcfg.kind == "tiled":
         options["split"] = use_split(kcfg, K, dev.sms)
@@ -135,13 +137,13 @@ def _workload_launches(workload, precision: str, device: str, K: int | None, arc
 
 
 def line_costs(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
-               arch: int = cm.ARCH, top: int = 10) -> list:
+               arch: int = cm.ARCH, top: int = 10, kernel_config: dict | None = None) -> list:
     """Where a workload's kernel time goes, by source line: the `top` lines of each kernel by the cycles
     they need on their busiest resource (issue, FP32 / IMAD pipe, ALU, XU, the L1/shared pipe), per
     model-step, each row {kernel, file, line, source, resource, cycles, instructions, shared_wavefronts,
     fp32}. Cycles are one SM's at the model's rates, summed over the run's launches; what binds the whole
     launch (latency, occupancy) is predict()'s."""
-    dev, K, cfg, _, launches = _workload_launches(workload, precision, device, K, arch)
+    dev, K, cfg, _, launches = _workload_launches(workload, precision, device, K, arch, kernel_config)
     profiles, _, _ = _profiles(launches, arch)
     per_line: dict = {}
     for lc, prof in zip(launches, profiles):
@@ -203,9 +205,10 @@ def scratch_mb(args: dict, programs: int, resident: int, dev: cm.Device) -> tupl
 
 
 def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int | None = None,
-            arch: int = cm.ARCH) -> dict:
-    """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES)."""
-    dev, K, cfg, mode, launches = _workload_launches(workload, precision, device, K, arch)
+            arch: int = cm.ARCH, kernel_config: dict | None = None) -> dict:
+    """The prediction row of one (workload, precision) on `device` (a key of costmodel.DEVICES), with the
+    chosen blocks or a kernel_config's (as bench/tune_gpu.py times them on a GPU)."""
+    dev, K, cfg, mode, launches = _workload_launches(workload, precision, device, K, arch, kernel_config)
     profiles, distinct, uncompiled = _profiles(launches, arch)
 
     counts, seconds_by, resource_s = Counter(), Counter(), Counter()
@@ -238,6 +241,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     return {
         "workload": workload.name, "precision": precision, "K": K, "n": workload.n, "m": workload.m,
         "batch_size": cfg.batch_size, "steps": cfg.steps, "mode": mode, "launches": len(launches),
+        "kernel_config": kernel_config or None,  # None: the chosen blocks
         "warp_instructions_per_model_step": round(per_step.get("instructions", 0.0), 1),
         "pipes_per_model_step": {p: round(per_step.get(p, 0.0), 1) for p in PIPE_FIELDS},
         "shared_wavefronts_per_model_step": round(per_step.get("shared_wavefronts", 0.0), 1),
@@ -273,11 +277,12 @@ def workload_precisions(workload) -> tuple:
     return PRECISIONS if len(workload.precisions) > 1 else ("ieee",)
 
 
-def predict_all(workloads, precisions=None, device: str = "h100-sxm", models=None) -> list:
+def predict_all(workloads, precisions=None, device: str = "h100-sxm", models=None,
+                kernel_config: dict | None = None) -> list:
     """Rows for every workload, each of its precisions (those of `precisions`, if given) and each K of
     `models` (default: the workload's largest K)."""
-    return [predict(w, prec, device, K) for w in workloads for prec in workload_precisions(w)
-            if precisions is None or prec in precisions for K in (models or [None])]
+    return [predict(w, prec, device, K, kernel_config=kernel_config) for w in workloads
+            for prec in workload_precisions(w) if precisions is None or prec in precisions for K in (models or [None])]
 
 
 def default_file() -> Path:
