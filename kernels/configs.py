@@ -14,9 +14,9 @@
   instructions per model-step at B=1024, the logged-loss side weighted by its 1 step in log_every
   (`superpos bench --predict`, the slow-path calls of sqrt/div not counted; before: the block path, both
   sides counted): phase 1,632 (4,200), phase3 2,676 (18,937), intro 5,141 (40,025); registers 168 / 147 /
-  236, no spills on 3.6 or 3.9. One warp per model: every thread keeps a copy of the parameters for its samples' forward pass and the block reduces
-  once per step, so more warps would add per-step work, and the warp count may not depend on K (the
-  summation order over the BG slots is fixed by the shape).
+  236, no spills on 3.6 or 3.9. One warp per model: every thread keeps a copy of the parameters for its
+  samples' forward pass and the block reduces once per step, so more warps would add per-step work, and
+  the warp count may not depend on K (the summation order over the BG slots is fixed by the shape).
 - "tiled" otherwise (n in the hundreds): tl.dot tiles over a slice of 4 BG consecutive samples (a slice
   is one tile: its dW is written once) and an n-chunk of NC=16 features, W and AdamW state in global
   memory (L2-resident: one model's state is 20 m n bytes). tl.dot needs every dimension >= 16, hence

@@ -218,8 +218,9 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
     kernels: dict = {}
     scratch = None  # (total, live) MB of the launch with the largest live scratch
     for lc, prof in zip(launches, profiles):
-        cost = cm.launch_cost(prof, lc.bound(), lc.grid, dev)
-        sc = scratch_mb(lc.bound(), cost.programs, cost.resident, dev)
+        args = lc.bound()
+        cost = cm.launch_cost(prof, args, lc.grid, dev)
+        sc = scratch_mb(args, cost.programs, cost.resident, dev)
         if sc and (scratch is None or sc[1] > scratch[1]):
             scratch = sc
         counts.update(cost.counts)
