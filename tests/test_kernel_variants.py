@@ -232,6 +232,32 @@ def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical(family):
     assert torch.equal(fused.loss_history, crowd.loss_history)
 
 
+@pytest.mark.parametrize("family", ["privileged", "untied", "abs"])
+def test_tiled_tf32x3_with_gz_kept_trains_every_family(family):
+    """gz kept beside x (Hopper's tf32x3 block; kernel_config gz_kept=True, which the GPU's tune step
+    sets) for the families beyond the plain model: the hidden ReLU masks gh before the wide dW products,
+    untied takes pWd = h^T gz and pW = gh^T x. The same sums as the generic tf32x3 kernel in another
+    order: the first step's loss to the bit (pass 2 is shared), every parameter to float32 rounding, and
+    both launch modes bit-identical; and the reference to 1e-4. B = 70: a whole and a partial 64-sample
+    slice."""
+    pop = _pop(TILED_N, TILED_M, 2, family, "stream")
+    cfg = sp.TrainConfig(steps=3, batch_size=70, log_every=1)
+    kept = sp.train(pop, cfg, backend="triton", input_precision="tf32x3", kernel_config={"gz_kept": True})
+    fused = sp.train(pop, cfg, backend="triton", input_precision="tf32x3", kernel_config={"gz_kept": True},
+                     split=False)
+    generic = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
+    assert torch.equal(kept.loss_history[:, 0], generic.loss_history[:, 0])
+    for name in pop.params():
+        k, f, g = (r.W if name == "W" else r.b if name == "b" else r.extra[name] for r in (kept, fused, generic))
+        assert torch.equal(f, k), name
+        assert rel_err(k, g) < 1e-6, name
+    ref = train_torch(pop, cfg)
+    for name in pop.params():
+        k, r = (res.W if name == "W" else res.b if name == "b" else res.extra[name] for res in (kept, ref))
+        assert rel_err(k, r) < 1e-4, name
+    assert kept.status == ["ok"] * 2
+
+
 def test_gate_src_code_packs_the_tables():
     from superpos import rng
     tab = rng.data_tables(torch.full((1, 5), 0.2), [(1, 4)], [(0, 2, 3)])
