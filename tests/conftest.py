@@ -49,6 +49,29 @@ def assert_first_step_like_reference(pop, B: int, **train_options):
     assert rel_err(got.loss_history[:, 0], loss.float()) < 1e-5
 
 
+def once_per_session(tmp_path_factory, name: str, compute):
+    """compute()'s JSON-able result, computed once per test session. pytest-xdist sets a module fixture
+    up once on every worker that runs one of the module's tests, and its loadgroup mode, which could
+    keep them on one worker, silently stops grouping under pytest 9.2 (pytest-xdist issue 1386): so the
+    first worker computes under a file lock and leaves the result beside the workers' temporary folders,
+    and the others read it."""
+    import fcntl
+    import json
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return compute()
+    root = tmp_path_factory.getbasetemp().parent
+    done = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if done.exists():
+            return json.loads(done.read_text())
+        value = compute()
+        tmp = root / f"{name}.json.partial"
+        tmp.write_text(json.dumps(value))
+        tmp.replace(done)  # whole or absent
+        return value
+
+
 @pytest.fixture
 def gen():
     return np.random.default_rng(1234)

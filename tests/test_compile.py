@@ -17,6 +17,8 @@ pytest.importorskip("triton")
 
 from superpos.compile_check import CONSUMER_ARCHS, SHAPES  # noqa: E402
 
+from conftest import once_per_session  # noqa: E402
+
 PAPER = [(2, 1), (3, 2), (5, 2), (20, 5), (37, 5), (200, 20), (400, 30)]
 # sm_90: every shape the launcher is checked at, both activations and precisions; sm_80: the paper's
 # shapes (relu: the activation only changes one select); consumer targets: one small and one tiled shape.
@@ -53,9 +55,20 @@ def _compile(plan):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _compile_on_every_core(plan):
+    """_compile(plan) split over one subprocess per core, each taking every few shapes in turn
+    (compile_report's rows of one shape never depend on another's); the rows come back in another order."""
+    from concurrent.futures import ThreadPoolExecutor
+    cores = os.cpu_count() or 1
+    one_shape_each = [([shape], *rest) for shapes, *rest in plan for shape in shapes]
+    parts = [one_shape_each[i::cores] for i in range(cores) if one_shape_each[i::cores]]
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        return [row for rows in pool.map(_compile, parts) for row in rows]
+
+
 @pytest.fixture(scope="module")
-def report():
-    return _compile(PLAN)
+def report(tmp_path_factory):
+    return once_per_session(tmp_path_factory, "compile_report", lambda: _compile_on_every_core(PLAN))
 
 
 def test_every_launch_compiles_on_sm90_and_sm80(report):

@@ -20,6 +20,8 @@ from superpos.bench import costmodel as cm  # noqa: E402
 from superpos.bench import predict as pr  # noqa: E402
 from superpos.bench import sass  # noqa: E402
 
+from conftest import once_per_session  # noqa: E402
+
 ENV = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
 
 # Kernels with a known instruction mix: 5 dependent fused multiply-adds per iteration of a loop over a
@@ -112,14 +114,16 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("probes")
-    (tmp / "probe_kernels.py").write_text(PROBES)
-    # a cache of its own: Triton's cache key ignores the file, so a binary cached from another temporary
-    # copy of these kernels would name that (deleted) file in its line info
-    env = {**ENV, "TRITON_CACHE_DIR": str(tmp / "cache")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp)], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), PROBES.splitlines()
+    def compile_probes():
+        tmp = tmp_path_factory.mktemp("probes")
+        (tmp / "probe_kernels.py").write_text(PROBES)
+        # a cache of its own: Triton's cache key ignores the file, so a binary cached from another temporary
+        # copy of these kernels would name that (deleted) file in its line info
+        env = {**ENV, "TRITON_CACHE_DIR": str(tmp / "cache")}
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp)], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    return once_per_session(tmp_path_factory, "costmodel_probes", compile_probes), PROBES.splitlines()
 
 
 def _line_of(source_lines, text, after=0):
