@@ -218,6 +218,11 @@ def test_tiled_kernel_families_and_data_options_match_reference(family, data, ac
     _check_against_reference(pop, DATA[data][1], steps=3)
 
 
+def _param(res, name):
+    """A trained result's parameter by name (W, b, or one of the untied family's extras)."""
+    return res.W if name == "W" else res.b if name == "b" else res.extra[name]
+
+
 @pytest.mark.parametrize("family", ["tied-abs", "abs"])
 def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical(family):
     pop = _pop(TILED_N, TILED_M, 3, family, "sets-dataset")
@@ -227,7 +232,7 @@ def test_tiled_kernel_options_alone_crowd_and_modes_are_bit_identical(family):
     fused = sp.train(pop, cfg, backend="triton", split=False)
     assert set(crowd.extra) == set(pop.params()) - {"W", "b"}
     for name in pop.params():
-        c, a, f = (r.W if name == "W" else r.b if name == "b" else r.extra[name] for r in (crowd, alone, fused))
+        c, a, f = (_param(r, name) for r in (crowd, alone, fused))
         assert torch.equal(a[0], c[1]) and torch.equal(f, c), name
     assert torch.equal(fused.loss_history, crowd.loss_history)
 
@@ -248,13 +253,12 @@ def test_tiled_tf32x3_with_gz_kept_trains_every_family(family):
     generic = sp.train(pop, cfg, backend="triton", input_precision="tf32x3")
     assert torch.equal(kept.loss_history[:, 0], generic.loss_history[:, 0])
     for name in pop.params():
-        k, f, g = (r.W if name == "W" else r.b if name == "b" else r.extra[name] for r in (kept, fused, generic))
+        k, f, g = (_param(r, name) for r in (kept, fused, generic))
         assert torch.equal(f, k), name
         assert rel_err(k, g) < 1e-6, name
     ref = train_torch(pop, cfg)
     for name in pop.params():
-        k, r = (res.W if name == "W" else res.b if name == "b" else res.extra[name] for res in (kept, ref))
-        assert rel_err(k, r) < 1e-4, name
+        assert rel_err(_param(kept, name), _param(ref, name)) < 1e-4, name
     assert kept.status == ["ok"] * 2
 
 
