@@ -21,9 +21,9 @@ name = "sbs"
 n_features = 6
 n_hidden = 2
 [train]
-steps = 40
+steps = 12
 batch_size = 16
-log_every = 10
+log_every = 4
 [sweep]
 feature_probability = 0.3
 dataset_size = [3, 5, 8, 13]
