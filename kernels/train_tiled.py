@@ -424,6 +424,21 @@ def _tiled_update_kernel(W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, mW_ptr, vW_ptr, m
                   MIRROR)
 
 
+def scratch_shapes(cfg, n: int, m: int, batch: int, split: bool, tied: bool) -> dict:
+    """Per model, the shape of each float32 temporary train_tiled allocates (the driver sizes chunks by
+    them): per-slice partial gradients and loss, x's scratch (and gz's, GZ_KEPT: rows padded to WIDE_NW
+    features) one slot per slice in split mode, and W's mirror for the ieee (FMA) products."""
+    n_slices = triton.cdiv(batch, cfg.slice_size)
+    xn = -(-n // WIDE_NW.value) * WIDE_NW.value if cfg.gz_kept else n  # row stride: _slice_grads's xn
+    shapes = {"pW": (n_slices, m, n), "pb": (n_slices, n), "lossp": (n_slices,),
+              "xs": (n_slices if split else 1, 2 if cfg.gz_kept else 1, cfg.slice_size, xn)}
+    if not tied:
+        shapes.update(pWd=(n_slices, m, n), pbh=(n_slices, m))  # dW_dec^T per slice, [m, n] like pW
+    if cfg.input_precision == "ieee":
+        shapes["WT"] = (n, m)
+    return shapes
+
+
 def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: int, log_every: int,
                 hyper, cfg, split: bool = False):
     """Launch: advance every model by n_steps from step t0 (state/data: kernels.buffers); `split` picks
@@ -432,16 +447,17 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     K, m, n = state.W_in.shape
     B = data.batch_size
     n_slices = triton.cdiv(B, cfg.slice_size)
-    pW = torch.empty((K, n_slices, m, n), dtype=torch.float32, device=state.W_in.device)  # scratch
-    pb = torch.empty((K, n_slices, n), dtype=torch.float32, device=state.W_in.device)
-    lossp = torch.empty((K, n_slices), dtype=torch.float32, device=state.W_in.device)
     tied = state.Wd_in is None
+    shapes = scratch_shapes(cfg, n, m, B, split, tied)
+
+    def scratch(name, fill=torch.empty):
+        return fill((K, *shapes[name]), dtype=torch.float32, device=state.W_in.device)
+    pW, pb, lossp = scratch("pW"), scratch("pb"), scratch("lossp")
     if tied:  # the kernels never read the untied pointers: any tensor stands in for them
         pWd, pbh = pW, pb
         untied_in, untied_out, untied_moments = (state.W_in, state.b_in), (state.W_out, state.b_out), (state.mW,) * 4
     else:
-        pWd = torch.empty_like(pW)  # dW_dec^T per slice, [m, n] like pW
-        pbh = torch.empty((K, n_slices, m), dtype=torch.float32, device=state.W_in.device)
+        pWd, pbh = scratch("pWd"), scratch("pbh")
         untied_in, untied_out = (state.Wd_in, state.bh_in), (state.Wd_out, state.bh_out)
         untied_moments = (state.mWd, state.vWd, state.mbh, state.vbh)
     T = data.dataset_size or 1  # (any value without a dataset)
@@ -452,13 +468,10 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     gz_kept = cfg.gz_kept  # gz kept beside x, the dW products over 64-feature chunks (configs.TILED_SM90_GZ_KEPT)
     WT = state.W_in.transpose(1, 2).contiguous() if mirror else state.W_in
     # x's scratch: one tile per program (fused: a model's slices reuse its tile, L2-resident; split: one
-    # per (model, slice), the size of the batch)
-    xn = -(-n // WIDE_NW.value) * WIDE_NW.value if gz_kept else n  # row stride: _slice_grads's xn
-    # zeros where rows are padded: the padded columns, never written, then reach the product as 0, not as
-    # whatever the memory held (only masked-off rows of it, but a NaN there is noise in the emulation)
-    xs = (torch.zeros if xn > n else torch.empty)((K, n_slices if split else 1, 2 if gz_kept else 1,
-                                                   cfg.slice_size, xn), dtype=torch.float32,
-                                                  device=state.W_in.device)  # x's tile (then gz's)
+    # per (model, slice), the size of the batch). Zeros where rows are padded: the padded columns, never
+    # written, then reach the product as 0, not as whatever the memory held (only masked-off rows of it,
+    # but a NaN there is noise in the emulation)
+    xs = scratch("xs", torch.zeros if shapes["xs"][-1] > n else torch.empty)  # x's tile (then gz's)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
                    TABS=data.target_abs, TIED=tied, MIRROR=mirror, GZ_KEPT=gz_kept)

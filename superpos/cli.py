@@ -1,6 +1,7 @@
 """`superpos` command line: run a sweep, plot a run, benchmark.
 
-    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--quick] [--quiet] [--checkpoint-every S]
+    superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--precision ieee|tf32x3|tf32] [--quick]
+                 [--quiet] [--checkpoint-every S]
     superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--models IDS] [--verbose]
     superpos bench ...            (arguments go to superpos.bench.cli)
 
@@ -13,7 +14,7 @@ import argparse
 import importlib
 import sys
 
-from .train import BACKENDS
+from .train import BACKENDS, PRECISIONS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC", help="the sweep spec (TOML), e.g. experiments/intro.toml")
     run.add_argument("--out", required=True, metavar="DIR", help="run directory (created; resumed if it holds this spec)")
     run.add_argument("--backend", choices=BACKENDS, default="auto", help="training backend (default: auto)")
+    run.add_argument("--precision", choices=PRECISIONS, default="ieee",
+                     help="the fused kernels' matmul precision (triton backend): ieee (float32 FMA), tf32x3 "
+                          "(tensor cores, float32-accurate), tf32 (tensor cores, approximate); default: ieee")
     run.add_argument("--quick", action="store_true", help="use the spec's [quick] sizes (a smoke-test run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run.add_argument("--chunk-size", type=_positive_int, default=None, metavar="K",
@@ -94,7 +98,7 @@ def _cmd_run(args) -> int:
     _sigterm_interrupts()
     run_spec(sweep, args.out, backend=args.backend, quiet=args.quiet, chunk_size=args.chunk_size,
              device=args.device, checkpoint_every=args.checkpoint_every, plot=False, argv=["superpos", "run"] + args.argv,
-             side_by_side=args.side_by_side)
+             side_by_side=args.side_by_side, precision=args.precision)
     if args.no_plot or not _is_rank_zero():
         return 0
     return _cmd_plot(argparse.Namespace(dir=args.out, format="png", out=None, quiet=args.quiet, verbose=False,

@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import sys
@@ -48,7 +49,7 @@ from . import side_by_side
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .spec import require_int
 from .sweep import Group, Sweep, plan_chunks
-from .train import resolve_backend, train
+from .train import PRECISIONS, resolve_backend, train
 
 CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of training temporaries per CPU chunk
 GPU_MEMORY_FRACTION = 0.5  # of the free device memory when the plan is made
@@ -66,8 +67,9 @@ TABLE_BYTES_PER_MODEL = 2 * 200
 # --------------------------------------------------------------------------------------------------
 # chunk sizing
 # --------------------------------------------------------------------------------------------------
-def bytes_per_model(group: Group, backend: str) -> int:
-    """Device memory one model of `group` needs while it trains (an estimate, on the safe side)."""
+def bytes_per_model(group: Group, backend: str, precision: str = "ieee", capability=None) -> int:
+    """Device memory one model of `group` needs while it trains (an estimate, on the safe side), with the
+    kernels' blocks for a GPU of this compute capability (None: the generic blocks)."""
     n, m = group.spec.n_features, group.spec.n_hidden
     B, cfg = group.cfg.batch_size, group.cfg
     state = 4 * 4 * (m * n + n)  # W, b, and two AdamW moments, float32
@@ -76,26 +78,32 @@ def bytes_per_model(group: Group, backend: str) -> int:
         state += 4 * 4 * (m * n + m)  # W_dec, b_hidden and their moments
     from .triton_backend import unsupported_option
     if backend == "triton" and unsupported_option(group.spec, group.data) is None:
-        # batches live in registers; only state, history and gradient slices touch memory
+        # batches live in registers; only state, history, the data tables (the seed and, per feature,
+        # threshold, scale, importance, set bounds lo and off: triton_backend.make_data) and the tiled
+        # kernel's scratch touch memory
         from .kernels.configs import choose_config
+        from .kernels.train_tiled import scratch_shapes
         from .triton_backend import family_config
-        kcfg = choose_config(n, m, B, **family_config(group.spec, group.data))
-        slices = 0 if kcfg.kind == "small" else -(-B // kcfg.slice_size)  # tiled: per-slice partial gradients
-        partial = m * n + n + 1 + (0 if group.spec.tied else m * n + m)  # untied: dW_dec and db_hidden too
-        partial += kcfg.slice_size * n  # the slice's x, drawn once and read back (split mode: one per slice)
-        return state + history + 4 * slices * partial + 64
+        fixed = state + history + 8 + 4 * 5 * n + 64
+        kcfg = choose_config(n, m, B, precision, **family_config(group.spec, group.data), capability=capability)
+        if kcfg.kind == "small":
+            return fixed
+        shapes = scratch_shapes(kcfg, n, m, B, split=True, tied=group.spec.tied)  # split: the larger scratch
+        return fixed + 4 * sum(math.prod(s) for s in shapes.values())
     # torch path (also where "auto" falls back from triton): the batch and ~10 same-size temporaries
     # (x, z, y, diff, gz, RNG words...) plus h, gh
     return state + history + 4 * B * (12 * n + 4 * m)
 
 
-def chunk_budget(group: Group, backend: str, device: torch.device) -> int:
+def chunk_budget(group: Group, backend: str, device: torch.device, precision: str = "ieee") -> int:
     """The most models of `group` one chunk should hold on `device`."""
-    per = bytes_per_model(group, backend)
     if device.type == "cuda":
+        from .triton_backend import launch_capability
+        per = bytes_per_model(group, backend, precision, launch_capability(device))
         free, _ = torch.cuda.mem_get_info(device)
         cap = int(GPU_MEMORY_FRACTION * free) // per
     else:
+        per = bytes_per_model(group, backend, precision)
         cap = CPU_MEMORY_BUDGET // per
         work = group.cfg.steps * model_cost(group)
         cap = min(cap, int(CPU_WORK_BUDGET // work))
@@ -133,10 +141,11 @@ def _size(nbytes: float) -> str:
         nbytes /= 1024
 
 
-def make_plan(sweep: Sweep, backend: str, device: torch.device, chunk_size: int | None = None) -> np.ndarray:
+def make_plan(sweep: Sweep, backend: str, device: torch.device, chunk_size: int | None = None,
+              precision: str = "ieee") -> np.ndarray:
     if chunk_size is not None:
         return plan_chunks(sweep, lambda g: chunk_size)
-    return plan_chunks(sweep, lambda g: chunk_budget(g, backend, device))
+    return plan_chunks(sweep, lambda g: chunk_budget(g, backend, device, precision))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +159,7 @@ def _is_oom(err: BaseException) -> bool:
 
 
 def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, resume=None, checkpoint=None,
-                    _depth=0):
+                    _depth=0, **kernel_options):
     """`train`, but a population that runs out of memory is split in two and each half retried.
 
     `progress(model_steps)` receives the model-steps done since its last call (whole numbers; a failed
@@ -171,7 +180,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
 
     try:
         res = train_fn(pop, cfg, backend=backend, device=device, progress=report, resume=resume,
-                       checkpoint=checkpoint)
+                       checkpoint=checkpoint, **kernel_options)
         return (res.W, res.b, res.loss_history, np.asarray(res.loss_steps), list(res.status), 0,
                 chunk_extras(res), res.backend)
     except Exception as err:  # noqa: BLE001 - only OOM is handled, everything else re-raised
@@ -184,7 +193,7 @@ def train_splitting(pop, cfg, backend, device, progress=None, train_fn=train, re
     half = K // 2
     print(f"superpos: out of memory with {K} models; splitting into {half} + {K - half}", file=sys.stderr)
     parts = [train_splitting(pop.select(sl), cfg, backend, device, progress, train_fn,
-                             resume.select(sl) if resume is not None else None, None, _depth + 1)
+                             resume.select(sl) if resume is not None else None, None, _depth + 1, **kernel_options)
              for sl in (slice(0, half), slice(half, K))]
     a, b = parts
     return (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]), torch.cat([a[2], b[2]]), a[3],
@@ -378,8 +387,11 @@ def model_cost(group: Group) -> int:
 
 def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chunk_size: int | None = None,
               device=None, argv=None, train_fn=train, checkpoint_every: float = CHECKPOINT_SECONDS,
-              side_by_side_count: int | None = None) -> dict:
+              side_by_side_count: int | None = None, precision: str = "ieee") -> dict:
     """Train every unfinished chunk of `sweep` into run directory `out`; returns a summary dict.
+
+    precision: the fused kernels' matmul precision (triton backend): "ieee" (float32 FMA products), "tf32x3"
+    (tensor-core products, float32-accurate) or "tf32" (tensor cores, approximate); a run keeps its own.
 
     checkpoint_every: seconds between checkpoints of a training chunk (0: at every chance; inf: never).
     side_by_side_count: chunks trained at once (threads; on a GPU each its own stream); None: as many as
@@ -395,6 +407,7 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
             or not checkpoint_every >= 0:  # NaN fails this too
         raise ValueError(f"checkpoint_every must be a number of seconds in [0, inf], got {checkpoint_every!r}")
     requested, backend = backend, resolve_backend(backend)
+    check_precision(precision, backend)
     dist = Dist()
     dev = pick_device(backend, device, dist)
     dist.init(dev.type)
@@ -405,18 +418,19 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         error = None
         if dist.rank == 0:
             try:
-                if not store.check(sweep, backend):
+                if not store.check(sweep, backend, precision):
                     check_disk(sweep, out)  # before anything is created
                 lock = store.lock().acquire()
-                store.check(sweep, backend)  # again, under the lock
+                store.check(sweep, backend, precision)  # again, under the lock
                 if not (store.dir / "spec.json").exists():
-                    plan = make_plan(sweep, backend, dev, chunk_size)
-                    store.initialize(sweep, plan, _new_manifest(sweep, backend, dev, plan, chunk_size), backend)
+                    plan = make_plan(sweep, backend, dev, chunk_size, precision)
+                    store.initialize(sweep, plan, _new_manifest(sweep, backend, dev, plan, chunk_size, precision),
+                                     backend, precision)
                 else:
                     store.initialize(sweep, None, None)
                     if not store.read_manifest():  # deleted: start a new one (the backend is in plan.json)
                         plan = store.read_plan()
-                        store.write_manifest(_new_manifest(sweep, backend, dev, plan, chunk_size))
+                        store.write_manifest(_new_manifest(sweep, backend, dev, plan, chunk_size, precision))
                     if chunk_size is not None:
                         _warn_once("chunk", "--chunk-size is ignored when resuming (the plan is fixed)")
             except (ValueError, OSError) as e:
@@ -428,19 +442,28 @@ def run_sweep(sweep: Sweep, out, backend: str = "auto", quiet: bool = False, chu
         # "auto" stays "auto" for train(): a group without a kernel then says so and uses the torch path
         return _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
                            train_backend="auto" if requested == "auto" else None,
-                           side_by_side_count=side_by_side_count)
+                           side_by_side_count=side_by_side_count, precision=precision)
     finally:
         if lock is not None:
             lock.release()
         dist.close()
 
 
-def _new_manifest(sweep, backend, dev, plan, chunk_size) -> dict:
+def check_precision(precision: str, backend: str) -> None:
+    """ValueError unless `precision` is one of PRECISIONS and, other than "ieee", trained by the kernels."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "ieee" and backend != "triton":
+        raise ValueError(f"precision {precision!r} applies to the triton backend (a CUDA GPU, or "
+                         f"TRITON_INTERPRET=1); this run trains with {backend!r}, in float32: use 'ieee'")
+
+
+def _new_manifest(sweep, backend, dev, plan, chunk_size, precision="ieee") -> dict:
     from . import __version__
 
     return {
         "name": sweep.name, "superpos_version": __version__, "created": now_iso(), "status": "running",
-        "backend": backend, "device": device_info(dev), "versions": versions(), "git": git_commit(),
+        "backend": backend, "precision": precision, "device": device_info(dev), "versions": versions(), "git": git_commit(),
         "n_models": sweep.n_models, "n_points": sweep.n_points, "n_groups": sweep.n_groups,
         "n_chunks": int(len(plan)),
         "chunking": {"chunk_size": chunk_size, "cpu_memory_budget": CPU_MEMORY_BUDGET,
@@ -507,7 +530,7 @@ def _set_status(store, record, status, run_status=None, **fields) -> None:
         print(f"superpos: could not record status {status!r} in the manifest: {err}", file=sys.stderr)
 
 
-def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None) -> int:
+def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None, precision: str = "ieee") -> int:
     """Chunks to train at once: `requested` when given; else, on a GPU with the triton backend,
     side_by_side.auto_count from the chunks' programs and memory; else 1 (the torch path keeps the CPU's
     cores, or the GPU, busy by itself)."""
@@ -525,14 +548,14 @@ def chunks_side_by_side(sweep, plan, todo, backend, dev, requested: int | None) 
         grp = sweep.groups[g]
         if unsupported_option(grp.spec, grp.data) is not None:
             return 1  # a group the kernels do not train: the torch path
-        chunks.append((side_by_side.programs_per_launch(grp, stop - start, sms, capability),
-                       (stop - start) * bytes_per_model(grp, "triton")))
+        chunks.append((side_by_side.programs_per_launch(grp, stop - start, sms, capability, precision),
+                       (stop - start) * bytes_per_model(grp, "triton", precision, capability)))
     free, _ = torch.cuda.mem_get_info(dev)
     return side_by_side.auto_count(chunks, sms, free)
 
 
 def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpoint_every,
-                train_backend=None, side_by_side_count=None) -> dict:
+                train_backend=None, side_by_side_count=None, precision="ieee") -> dict:
     t_start = time.perf_counter()
     plan = store.read_plan()
     n_chunks = len(plan)
@@ -568,7 +591,9 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
     totals = {"train_seconds": 0.0, "models": 0}
     counts = {"ok": 0, "diverged": 0}
     lock = threading.Lock()
-    stop_all = threading.Event()  # side by side: set when a chunk fails, so that the others stop
+    stop_all = threading.Event()
+    # passed only when not the default, so that a train_fn without kernel options (tests) still fits
+    kernel_options = {"input_precision": precision} if precision != "ieee" else {}  # side by side: set when a chunk fails, so that the others stop
 
     def train_chunk(i):
         g, start, stop = (int(x) for x in plan[i])
@@ -585,14 +610,16 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
         saver = _Checkpointer(store, i, start, stop, checkpoint_every)
         t1 = time.perf_counter()
         W, b, hist, steps, status, splits, extra, trained_by = train_splitting(
-            pop, grp.cfg, train_backend or backend, dev, progress, train_fn, resume=resume, checkpoint=saver)
+            pop, grp.cfg, train_backend or backend, dev, progress, train_fn, resume=resume, checkpoint=saver,
+            **kernel_options)
         t2 = time.perf_counter()
         rows = chunk_rows(sweep, i, start, stop, hist, status, W)
         tensors = {"W": W.float().cpu(), "b": b.float().cpu(), "loss_history": hist.float().cpu(),
                    "loss_steps": torch.as_tensor(steps, dtype=torch.int64),
                    "model_id": torch.arange(start, stop, dtype=torch.int64), **extra}
         info = {"chunk": i, "group": g, "start": start, "stop": stop, "models": stop - start, "rank": dist.rank,
-                "device": str(dev), "host": record["host"], "backend": trained_by, "train_seconds": t2 - t1,
+                "device": str(dev), "host": record["host"], "backend": trained_by,
+                "precision": precision if trained_by == "triton" else "ieee", "train_seconds": t2 - t1,
                 "side_by_side": count, "resumed_from_step": resume.step if resume is not None else 0,
                 "oom_splits": splits, "finished": now_iso()}
         store.write_chunk(i, tensors, rows, info)
@@ -603,7 +630,7 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
             for s in status:
                 counts[s] = counts.get(s, 0) + 1
 
-    count = chunks_side_by_side(sweep, plan, todo, train_backend or backend, dev, side_by_side_count)
+    count = chunks_side_by_side(sweep, plan, todo, train_backend or backend, dev, side_by_side_count, precision)
     record["side_by_side"] = count
     t_loop = time.perf_counter()
     try:

@@ -11,7 +11,8 @@ from .sweep import Sweep, parse_spec
 
 def run_spec(spec, out, quick: bool = False, backend: str = "auto", quiet: bool = False,
              chunk_size: int | None = None, device=None, checkpoint_every: float = CHECKPOINT_SECONDS,
-             plot: bool = True, plot_format: str = "png", argv=None, side_by_side: int | None = None):
+             plot: bool = True, plot_format: str = "png", argv=None, side_by_side: int | None = None,
+             precision: str = "ieee"):
     """Train every model of `spec` into run directory `out`, draw its figures into `out/plots`, and
     return the run (`superpos.store.Run`: `.table`, `.weights(ids)`, `.loss_history(ids)`).
 
@@ -20,10 +21,12 @@ def run_spec(spec, out, quick: bool = False, backend: str = "auto", quiet: bool 
     taken every `checkpoint_every` seconds), a DIR of another spec or backend is refused, bad input raises
     a ValueError naming the field before anything is written. side_by_side: chunks trained at once
     (default: as many as fill the GPU where chunks are small, else one; superpos.side_by_side).
+    precision: the fused kernels' matmul precision, "ieee", "tf32x3" or "tf32" (triton backend only; a run
+    keeps the one it was started with).
     """
     sweep = spec if isinstance(spec, Sweep) else parse_spec(spec, quick=quick)
     run_sweep(sweep, out, backend=backend, quiet=quiet, chunk_size=chunk_size, device=device, argv=argv,
-              checkpoint_every=checkpoint_every, side_by_side_count=side_by_side)
+              checkpoint_every=checkpoint_every, side_by_side_count=side_by_side, precision=precision)
     if plot and _is_rank_zero():
         _, skipped = draw_figures(out, plot_format)
         if not quiet:

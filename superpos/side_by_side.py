@@ -25,14 +25,15 @@ class Stopped(Exception):
     """Raised in a chunk's progress callback once another chunk failed or the run was interrupted."""
 
 
-def programs_per_launch(group, models: int, sms: int, capability=None) -> int:
+def programs_per_launch(group, models: int, sms: int, capability=None, precision: str = "ieee") -> int:
     """GPU programs one training launch of `models` models of `group` runs at once (the triton backend,
-    with the blocks it picks for a GPU of this compute capability: the slice differs on Hopper)."""
+    with the blocks it picks for a GPU of this compute capability and matmul precision: the slice differs
+    on Hopper)."""
     from .kernels.configs import choose_config, use_split
     from .triton_backend import family_config
 
     B = group.data.batch_size(group.cfg.batch_size)
-    kcfg = choose_config(group.spec.n_features, group.spec.n_hidden, group.cfg.batch_size,
+    kcfg = choose_config(group.spec.n_features, group.spec.n_hidden, group.cfg.batch_size, precision,
                          **family_config(group.spec, group.data), capability=capability)
     if kcfg.kind == "small" or not use_split(kcfg, models, sms):
         return models

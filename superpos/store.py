@@ -5,7 +5,8 @@ Layout of a run directory DIR
     DIR/spec.json            the resolved spec (canonical JSON; see superpos.sweep) - what "same spec" means
     DIR/spec.toml            the spec file as given, for people
     DIR/plan.json            the chunks: (group, first model id, end model id), fixed when DIR is created
-    DIR/manifest.json        versions, device, git commit, backend, one record per invocation, timings, status
+    DIR/manifest.json        versions, device, git commit, backend, matmul precision, one record per invocation,
+                             timings, status
     DIR/chunks/cNNNNNN.safetensors   W (k,m,n) f32, b (k,n) f32, loss_history (k,L) f32, loss_steps (L,) i64,
                                      model_id (k,) i64 of chunk NNNNNN; untied models also W_dec
                                      (k,n,m), b_hidden (k,m); snapshots: snapshot_steps (S,) i64 and
@@ -247,8 +248,9 @@ class RunStore:
         self._width = 6
 
     # -- checks before anything is written -------------------------------------------------------
-    def check(self, sweep: Sweep, backend: str) -> bool:
-        """Refuse (RunError) a DIR that is not ours or holds another spec/backend. True when DIR is a run."""
+    def check(self, sweep: Sweep, backend: str, precision: str = "ieee") -> bool:
+        """Refuse (RunError) a DIR that is not ours or holds another spec, backend or matmul precision.
+        True when DIR is a run."""
         d = self.dir
         if d.exists() and not d.is_dir():
             raise RunError(f"{d}: exists and is not a directory")
@@ -273,7 +275,19 @@ class RunStore:
         if started not in (None, backend):
             raise RunError(f"{d}: was started with backend {started!r}; resume it with "
                            f"--backend {started} (results of different backends are not bit-identical)")
+        started = self.started_precision()
+        if started != precision:
+            raise RunError(f"{d}: was started with --precision {started}; resume it with --precision {started} "
+                           "(results of different matmul precisions are not bit-identical)")
         return True
+
+    def started_precision(self) -> str:
+        """The matmul precision DIR's kernels were started with: the manifest's, else plan.json's, else
+        "ieee" (the only one before the option, and what plan.json leaves out)."""
+        precision = self.read_manifest().get("precision")
+        if precision is None and (self.dir / PLAN_FILE).exists():
+            precision = json.loads((self.dir / PLAN_FILE).read_text()).get("precision")
+        return precision or "ieee"
 
     def started_backend(self) -> str | None:
         """The backend DIR was started with: the manifest's, else plan.json's, else a finished chunk's."""
@@ -294,10 +308,12 @@ class RunStore:
         return self.chunk_dir.is_dir() and any(p.name.startswith("c") for p in self.chunk_dir.iterdir())
 
     # -- creation ---------------------------------------------------------------------------------
-    def initialize(self, sweep: Sweep, plan: np.ndarray, manifest: dict, backend: str | None = None) -> None:
+    def initialize(self, sweep: Sweep, plan: np.ndarray, manifest: dict, backend: str | None = None,
+                   precision: str = "ieee") -> None:
         """Create DIR's fixed files (spec, plan, manifest) unless they are there. Caller holds the lock.
 
-        The backend is also kept in plan.json, so that a deleted manifest does not drop the backend guard.
+        The backend, and a precision other than "ieee", are also kept in plan.json, so that a deleted
+        manifest does not drop their guards (an "ieee" run's plan.json is as before the option).
         """
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         self.clean_temporaries()
@@ -305,7 +321,8 @@ class RunStore:
             return
         if sweep.source_text is not None:
             atomic_write_bytes(self.dir / SOURCE_FILE, sweep.source_text.encode())
-        plan_json = {"chunks": plan.tolist(), **({"backend": backend} if backend is not None else {})}
+        plan_json = {"chunks": plan.tolist(), **({"backend": backend} if backend is not None else {}),
+                     **({"precision": precision} if precision != "ieee" else {})}
         atomic_write_json(self.dir / PLAN_FILE, plan_json, canonical=True)
         atomic_write_json(self.dir / MANIFEST_FILE, manifest)
         atomic_write_bytes(self.dir / SPEC_FILE, (sweep.to_json() + "\n").encode())  # last: DIR is a run

@@ -11,6 +11,9 @@ from .config import TrainConfig, TrainResult
 from .spec import Population
 
 BACKENDS = ("auto", "torch", "triton")
+# The fused kernels' matmul precisions (kernels.configs.PRECISIONS, which imports triton: named here for
+# the command line; tests/test_precision_option.py checks they agree). The torch path computes in float32.
+PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 def resolve_backend(backend: str) -> str:
