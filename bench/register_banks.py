@@ -18,6 +18,7 @@ from superpos.bench import predict as pr
 from superpos.bench import sass
 from superpos.bench.workloads import get_workload
 from superpos.kernels.as_launched import compile_launch
+from superpos.launch_capture import distinct
 
 REGISTER = re.compile(r"\bR(\d+)(\.reuse)?\b")  # RZ (the zero register) does not match
 
@@ -47,12 +48,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for name in args.workloads.split(","):
         _, _, _, _, launches = pr._workload_launches(get_workload(name), args.precision, "h100-sxm", None, 90)
-        seen = set()
-        for launch in launches:
-            key = launch.specialization_key(90)
-            if key in seen:
-                continue
-            seen.add(key)
+        for launch in distinct(launches, 90):
             with pr._own_cache():
                 compiled = compile_launch(launch, 90)
             instrs = sass.entry_function(sass.parse(sass.disassemble(compiled.asm["cubin"])), compiled.metadata.name)
