@@ -3,6 +3,7 @@
     superpos run SPEC.toml --out DIR [--backend auto|torch|triton] [--precision ieee|tf32x3|tf32] [--quick]
                  [--quiet] [--checkpoint-every S]
     superpos plot DIR [--format png|pdf|svg] [--out PLOTDIR] [--models IDS] [--verbose]
+    superpos status DIR [--json]  where a run stands (chunks done, running or not, time left)
     superpos bench ...            (arguments go to superpos.bench.cli)
 
 Bad input (an invalid or missing spec, a DIR holding another run, a locked DIR) prints one line
@@ -48,7 +49,7 @@ def _seconds(text):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superpos", description="Train thousands of toy models of superposition at once.")
-    sub = parser.add_subparsers(dest="command", metavar="{run,plot,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,plot,status,bench}")
     sub.required = True
 
     run = sub.add_parser("run", help="train every model of a sweep spec into a run directory (resumes)",
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "at most 12 grid points)")
     plot.add_argument("--verbose", action="store_true", help="say why each skipped figure was skipped")
     plot.set_defaults(func=_cmd_plot)
+
+    status = sub.add_parser("status", help="where a run stands: chunks done, running or not, time left",
+                            description="Read a run directory (no lock taken, nothing written) and say how far "
+                                        "it got, whether a process is training it, and the time left.")
+    status.add_argument("dir", metavar="DIR", help="a run directory written by `superpos run`")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    status.set_defaults(func=_cmd_status)
 
     sub.add_parser("bench", help="benchmarks (arguments are passed to superpos.bench.cli)", add_help=False)
     return parser
@@ -135,6 +143,16 @@ def _cmd_plot(args) -> int:
         print(path)
     for line in skipped_lines(skipped, getattr(args, "verbose", False)):
         print(line, file=sys.stderr)
+    return 0
+
+
+def _cmd_status(args) -> int:
+    import json
+
+    from .status import format_status, run_status
+
+    st = run_status(args.dir)
+    print(json.dumps(st, sort_keys=True) if args.json else format_status(st))
     return 0
 
 
