@@ -49,6 +49,16 @@ def _stop_in_chunk_1_at(step, error=KeyboardInterrupt):
     return train_fn
 
 
+def _interrupted_at_30(tmp_path):
+    """(sweep, run dir) of a run stopped in its second chunk after the checkpoint at step 30."""
+    sweep = parse_spec(TEXT)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, out, backend="torch", quiet=True, chunk_size=2, checkpoint_every=0,
+                  train_fn=_stop_in_chunk_1_at(30))
+    return sweep, out
+
+
 def test_a_finished_run(tmp_path, capsys):
     sweep = parse_spec(TEXT)
     out = tmp_path / "run"
@@ -66,11 +76,7 @@ def test_a_finished_run(tmp_path, capsys):
 
 
 def test_an_interrupted_run_with_a_checkpoint(tmp_path):
-    sweep = parse_spec(TEXT)
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, out, backend="torch", quiet=True, chunk_size=2, checkpoint_every=0,
-                  train_fn=_stop_in_chunk_1_at(30))
+    sweep, out = _interrupted_at_30(tmp_path)
     st = run_status(out)
     assert (st["chunks_done"], st["models_done"]) == (1, 2)
     assert st["in_progress"] == [{"chunk": 1, "models": 2, "step": 30, "steps": 60}]
@@ -98,11 +104,7 @@ def test_a_failed_run_says_why(tmp_path):
 
 
 def test_the_lock_holder_live_dead_or_remote(tmp_path):
-    sweep = parse_spec(TEXT)
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(sweep, out, backend="torch", quiet=True, chunk_size=2, checkpoint_every=0,
-                  train_fn=_stop_in_chunk_1_at(30))
+    _, out = _interrupted_at_30(tmp_path)
     host = socket.gethostname()
     lock = out / LOCK_FILE
     lock.write_text(f"pid {os.getpid()} on {host} since 2026-11-27T00:00:00+00:00")  # this process: alive
