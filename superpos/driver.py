@@ -49,7 +49,7 @@ from . import side_by_side
 from .store import RunError, RunStore, device_info, git_commit, now_iso, versions
 from .spec import require_int
 from .sweep import Group, Sweep, plan_chunks
-from .train import PRECISIONS, resolve_backend, train
+from .train import PRECISIONS, bar_interval, resolve_backend, train
 
 CPU_MEMORY_BUDGET = 512 * 2**20  # bytes of training temporaries per CPU chunk
 GPU_MEMORY_FRACTION = 0.5  # of the free device memory when the plan is made
@@ -343,7 +343,7 @@ class _Progress:
                 return {**super().format_dict, "models": self.models_text}
 
         self.bar = Bar(total=total_work, initial=done_work, file=sys.stderr, desc=desc, dynamic_ncols=True,
-                       smoothing=0.1, mininterval=0.5,
+                       smoothing=0.1, mininterval=bar_interval(),
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {models} [{elapsed}<{remaining}]")
         self._show()
 

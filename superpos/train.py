@@ -64,6 +64,12 @@ def train(pop: Population, cfg: TrainConfig | None = None, backend: str = "auto"
                             **kernel_options)
 
 
+def bar_interval() -> float:
+    """Seconds between a progress bar's redraws: 0.5 in a terminal or a notebook; 30 where stderr is a
+    file (nohup, a batch scheduler's log), which every redraw would grow by a line's worth."""
+    return 0.5 if sys.stderr.isatty() or "ipykernel" in sys.modules else 30.0
+
+
 @contextlib.contextmanager
 def _progress_bar(progress, cfg: TrainConfig, resume, n_models: int):
     """The `progress(steps_done)` callback the trainers get: the caller's, a tqdm.auto bar, or None."""
@@ -79,7 +85,7 @@ def _progress_bar(progress, cfg: TrainConfig, resume, n_models: int):
 
     start = resume.step if resume is not None else 0
     bar = tqdm(total=cfg.steps, initial=start, unit="step", desc=f"training {n_models} models",
-               dynamic_ncols=True, mininterval=0.5)
+               dynamic_ncols=True, mininterval=bar_interval())
     done = [start]
 
     def report(steps_done):

@@ -2,6 +2,7 @@
 text or a dict), the README's library example from any directory, an honest progress bar, one line for
 skipped figures, `bench --quick` beside superpos's own CPU path and out of tracked files, and every
 remaining bad input as one line."""
+import io
 import math
 import re
 import subprocess
@@ -285,3 +286,17 @@ def test_chunk_records_the_backend_that_trained_it(tmp_path, monkeypatch):
     run_sweep(spec, tmp_path / "run", backend="auto", quiet=True, device="cpu")
     infos = driver.RunStore(tmp_path / "run").chunk_infos(1)
     assert [info["backend"] for info in infos] == ["torch"]
+
+
+def test_bars_redraw_rarely_where_stderr_is_a_file(monkeypatch, tmp_path):
+    """Under nohup or a batch scheduler every redraw is a line's worth of log: one per 30 s, not 2 a second."""
+    from superpos.train import bar_interval
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert bar_interval() == 0.5
+    with open(tmp_path / "log", "w") as log:
+        monkeypatch.setattr(sys, "stderr", log)
+        assert bar_interval() == 30.0
