@@ -12,7 +12,7 @@ __all__ = ["ModelSpec", "DataSpec", "Population", "TrainConfig", "TrainResult", 
 
 def __getattr__(name):  # heavy submodules load on first use
     import importlib
-    if name in ("analysis", "plots", "sweep", "store", "rng", "reference"):
+    if name in ("analysis", "plots", "run_figures", "sweep", "store", "rng", "reference"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("load_run", "best_of_seeds"):
         return getattr(importlib.import_module(".store", __name__), name)

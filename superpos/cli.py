@@ -129,13 +129,13 @@ def _cmd_plot(args) -> int:
     from .runspec import draw_figures, skipped_lines
 
     try:
-        from .plots import parse_model_ids
+        from .run_figures import parse_model_ids
 
         models = parse_model_ids(args.models) if getattr(args, "models", None) else None
         written, skipped = draw_figures(args.dir, args.format, args.out, models=models)
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("superpos.plots"):
-            return _error("plotting is not available in this installation (no superpos.plots)")
+        if e.name in ("superpos.plots", "superpos.run_figures", "matplotlib", "networkx"):
+            return _error(f"plotting is not available in this installation (no {e.name})")
         raise
     if getattr(args, "quiet", False):
         return 0

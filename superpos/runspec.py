@@ -41,9 +41,9 @@ def draw_figures(directory, fmt: str = "png", outdir=None, models=None):
     import importlib
 
     run = load_run(directory)
-    plots = importlib.import_module("superpos.plots")
+    figures = importlib.import_module("superpos.run_figures")
     outdir = Path(outdir) if outdir else Path(directory) / "plots"
-    written, skipped = plots.plot_run(run, outdir, fmt, models=models)
+    written, skipped = figures.plot_run(run, outdir, fmt, models=models)
     return written, [tuple(s) if isinstance(s, (tuple, list)) and len(s) == 2 else (s, "") for s in skipped or ()]
 
 

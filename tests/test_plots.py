@@ -13,6 +13,7 @@ import torch  # noqa: E402
 import superpos as sp  # noqa: E402
 from superpos import analysis as A  # noqa: E402
 from superpos import plots as P  # noqa: E402
+from superpos import run_figures as R  # noqa: E402
 
 STEPS, BATCH = 300, 256  # enough to move off the init; the figures, not the physics, are under test
 DPI = 60  # small images keep the suite fast; content checks do not need resolution
@@ -159,9 +160,9 @@ def figure_names(paths):
 ])
 def test_plot_run_draws_the_figures_the_run_allows(run_name, expected, request, tmp_path):
     run = request.getfixturevalue(run_name)
-    written, skipped = P.plot_run(run, tmp_path, dpi=DPI)
+    written, skipped = R.plot_run(run, tmp_path, dpi=DPI)
     assert figure_names(written) == expected
-    assert sorted(expected + [name for name, _ in skipped]) == sorted(name for name, _ in P.FIGURES)
+    assert sorted(expected + [name for name, _ in skipped]) == sorted(name for name, _ in R.FIGURES)
     assert all(reason and not reason.startswith("could not draw") for _, reason in skipped), skipped
     for path in written:
         assert_image_has_content(path)
@@ -172,7 +173,7 @@ def test_plot_run_on_a_run_missing_data(uniform_run, tmp_path):
     the figures that need weights are skipped with the reason."""
     run = FakeRun("uniform", uniform_run.table.drop(columns=["relative_importance"]), uniform_run.W,
                   uniform_run.b, uniform_run.steps, uniform_run.losses, missing=("weights",))
-    written, skipped = P.plot_run(run, tmp_path, fmt="svg", dpi=DPI)
+    written, skipped = R.plot_run(run, tmp_path, fmt="svg", dpi=DPI)
     assert figure_names(written) == ["dims_per_feature", "loss_curves"]
     assert all(p.endswith(".svg") for p in written)
     reasons = dict(skipped)
@@ -190,7 +191,7 @@ def test_plot_run_with_several_shapes_and_a_diverged_model(intro_run, phase_run,
     W[0] = W[0] * np.nan
     run = FakeRun("mixed", table, W=_Indexable(W), b=_Indexable([w[0] * 0 for w in W]), steps=intro_run.steps,
                   losses=np.concatenate([intro_run.losses.numpy(), phase_run.losses.numpy()]), missing=("loss",))
-    written, skipped = P.plot_run(run, tmp_path, dpi=DPI)
+    written, skipped = R.plot_run(run, tmp_path, dpi=DPI)
     assert figure_names(written) == ["feature_vectors_n2_m1_relu", "feature_vectors_n5_m2_relu", "intro_n2_m1_relu",
                                      "intro_n5_m2_relu", "phase_diagram_n2_m1_relu"], skipped
     assert "loss history not stored" in dict(skipped)["loss_curves_n5_m2_relu"]
@@ -206,13 +207,13 @@ class _Indexable(list):
 def test_plot_run_on_an_empty_run(tmp_path):
     """An interrupted run whose table has no finished chunk yet: nothing drawn, one reason given."""
     run = FakeRun("empty", pd.DataFrame({"model_id": pd.Series([], dtype="int64")}), None, None, None, None)
-    written, skipped = P.plot_run(run, tmp_path)
+    written, skipped = R.plot_run(run, tmp_path)
     assert written == [] and len(skipped) == 1 and "no finished models" in skipped[0][1]
 
 
 def test_plot_run_rejects_unknown_format(uniform_run, tmp_path):
     with pytest.raises(ValueError, match="fmt"):
-        P.plot_run(uniform_run, tmp_path, fmt="jpg")
+        R.plot_run(uniform_run, tmp_path, fmt="jpg")
 
 
 # --- W's columns as vectors, readable subsets, --models -------------------------------------------
@@ -267,37 +268,37 @@ def many_points_table(points=30, seeds=2):
 
 def test_readable_subset_is_best_of_seeds_evenly_spread():
     table = many_points_table()
-    rows, _, note = P._readable_subset(table)
-    assert len(rows) == P.INTRO_MAX_MODELS and "12 of 30 points, best of seeds" in note
+    rows, _, note = R._readable_subset(table)
+    assert len(rows) == R.INTRO_MAX_MODELS and "12 of 30 points, best of seeds" in note
     best = table.loc[table.groupby("point_id")["final_loss"].idxmin()]
     assert set(rows["model_id"]) <= set(best["model_id"])
     assert rows["point_id"].iloc[0] == 0 and rows["point_id"].iloc[-1] == 29  # both ends of the sweep
     assert list(rows["feature_probability"]) == sorted(rows["feature_probability"], reverse=True)
-    chosen, _, note = P._readable_subset(table, models=[5, 7, 40])
+    chosen, _, note = R._readable_subset(table, models=[5, 7, 40])
     assert list(chosen["model_id"]) == [5, 7, 40] and "models 5, 7, 40" in note
-    with pytest.raises(P.SkipFigure, match="none of the chosen"):
-        P._readable_subset(table, models=[1000])
+    with pytest.raises(R.SkipFigure, match="none of the chosen"):
+        R._readable_subset(table, models=[1000])
 
 
 def test_plot_run_with_chosen_models(phase_run, tmp_path):
-    written, _ = P.plot_run(phase_run, tmp_path, dpi=DPI, models=[0, 3, 17])
+    written, _ = R.plot_run(phase_run, tmp_path, dpi=DPI, models=[0, 3, 17])
     intro = [p for p in written if p.endswith("intro.png")]
     assert intro and mpimg.imread(intro[0]).shape[1] < mpimg.imread(  # 3 columns, not 9
-        P.plot_run(phase_run, tmp_path / "all", dpi=DPI)[0][1]).shape[1]
+        R.plot_run(phase_run, tmp_path / "all", dpi=DPI)[0][1]).shape[1]
     with pytest.raises(ValueError, match="models: model 99 is not in the run"):
-        P.plot_run(phase_run, tmp_path / "bad", models=[0, 99])
+        R.plot_run(phase_run, tmp_path / "bad", models=[0, 99])
     assert not (tmp_path / "bad").exists()  # nothing written
 
 
 @pytest.mark.parametrize("text, ids", [("3", [3]), ("0,5,10-12", [0, 5, 10, 11, 12]), (" 1 , 2", [1, 2])])
 def test_parse_model_ids(text, ids):
-    assert P.parse_model_ids(text) == ids
+    assert R.parse_model_ids(text) == ids
 
 
 @pytest.mark.parametrize("text", ["", "a", "3-1", "1,,2", "-1", "2-"])
 def test_parse_model_ids_rejects(text):
     with pytest.raises(ValueError, match="--models"):
-        P.parse_model_ids(text)
+        R.parse_model_ids(text)
 
 
 # --- the non-uniform deformation figure and the adversarial figure --------------------------------
@@ -317,14 +318,14 @@ def nonuniform_run():
 
 
 def test_one_feature_scaling_is_found_and_drawn_in_a_row(nonuniform_run, tmp_path):
-    feature, base, factor = P._one_feature_scaling(nonuniform_run.table)
+    feature, base, factor = R._one_feature_scaling(nonuniform_run.table)
     assert (feature, base) == (4, 0.05)
     np.testing.assert_allclose(factor, [0.1, 1.0, 10.0])
-    assert P._one_feature_scaling(nonuniform_run.table.assign(
+    assert R._one_feature_scaling(nonuniform_run.table.assign(
         feature_probability_list=[[0.1] * 5, [0.2] * 5, [0.3] * 5])) is None  # every feature varies
-    written, skipped = P.plot_run(nonuniform_run, tmp_path, dpi=DPI)
+    written, skipped = R.plot_run(nonuniform_run, tmp_path, dpi=DPI)
     assert "feature_vectors" in figure_names(written), skipped
-    fig = P._fig_feature_vectors(nonuniform_run, nonuniform_run.table, "n=5, m=2")
+    fig = R._fig_feature_vectors(nonuniform_run, nonuniform_run.table, "n=5, m=2")
     assert [ax.get_title() for ax in fig.axes] == ["×0.1", "×1", "×10"]
     assert "feature 4's density × factor (others 0.05)" in fig._suptitle.get_text()
 
@@ -342,7 +343,7 @@ def adversarial_run():
 
 
 def test_adversarial_figure(adversarial_run, tmp_path):
-    written, skipped = P.plot_run(adversarial_run, tmp_path, dpi=DPI)
+    written, skipped = R.plot_run(adversarial_run, tmp_path, dpi=DPI)
     assert "adversarial_n8_m3_relu" in figure_names(written), skipped
     assert "ReLU models" in dict(skipped)["adversarial_n8_m3_linear"]
     fig = P.plot_adversarial([1.0, 0.1], {"L2 attack": [1.0, 1.6]}, [0, 5], [3, 8])
@@ -350,7 +351,7 @@ def test_adversarial_figure(adversarial_run, tmp_path):
     save(fig, tmp_path, "adversarial")
     alone = FakeRun("adv", adversarial_run.table[adversarial_run.table.activation == "relu"],
                     adversarial_run.W, adversarial_run.b, adversarial_run.steps, adversarial_run.losses)
-    _, skipped = P.plot_run(alone, tmp_path / "alone", dpi=DPI)
+    _, skipped = R.plot_run(alone, tmp_path / "alone", dpi=DPI)
     assert "needs linear models of the same shape" in dict(skipped)["adversarial"]
 
 
@@ -382,10 +383,10 @@ def test_privileged_basis_figure_only_for_a_relu_hidden_layer(tmp_path):
             "sweep": {"feature_probability": [1.0, 0.1], "importance_decay": 0.8}}
     privileged = dict(base, model={"n_features": 4, "n_hidden": 2, "hidden_activation": "relu"})
     run = sp.run_spec(privileged, tmp_path / "p", plot=False, quiet=True)
-    written, skipped = P.plot_run(run, tmp_path / "p_plots")
+    written, skipped = R.plot_run(run, tmp_path / "p_plots")
     assert any(w.endswith("privileged_neurons.png") for w in written)
     plain = sp.run_spec(base, tmp_path / "t", plot=False, quiet=True)
-    written, skipped = P.plot_run(plain, tmp_path / "t_plots")
+    written, skipped = R.plot_run(plain, tmp_path / "t_plots")
     assert "privileged_neurons" in dict(skipped) and not any(w.endswith("privileged_neurons.png") for w in written)
     shares = np.zeros((2, 2, 4))
     shares[:, 0, 0] = shares[:, 1, 1] = 1.0
@@ -399,10 +400,10 @@ def test_feature_sets_figure_for_correlated_and_anticorrelated_runs(tmp_path):
     spec = {"name": "sets", "model": {"n_features": 4, "n_hidden": 2}, "train": {"steps": 30, "batch_size": 32},
             "sweep": {"feature_probability": [0.3, 0.1], "anticorrelated_sets": [[[0, 1], [2, 3]]]}}
     run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
-    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    written, _ = R.plot_run(run, tmp_path / "a_plots")
     assert any(w.endswith("feature_sets.png") for w in written)
     plain = dict(spec, sweep={"feature_probability": [0.3, 0.1]})
-    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    _, skipped = R.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
     assert "correlated_sets" in dict(skipped)["feature_sets"]
     # the statistic drawn is analysis.set_cosines: an antipodal pair inside each set, orthogonal sets
     W = np.array([[[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]]])
@@ -416,10 +417,10 @@ def test_learning_dynamics_figure_needs_snapshots(tmp_path):
     spec = {"name": "dyn", "model": {"n_features": 6, "n_hidden": 2}, "sweep": {"feature_probability": 0.3},
             "train": {"steps": 40, "batch_size": 32, "log_every": 5, "snapshots": 6}}
     run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
-    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    written, _ = R.plot_run(run, tmp_path / "a_plots")
     assert any(w.endswith("learning_dynamics.png") for w in written)
     plain = dict(spec, train={"steps": 40, "batch_size": 32})
-    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    _, skipped = R.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
     assert "snapshots" in dict(skipped)["learning_dynamics"]
     # one line per feature in the D_i panel, at the snapshot steps
     fig = P.plot_learning_dynamics([0, 9, 39], np.full((3, 6), 0.5), [0, 20, 39], [1.0, 0.5, 0.4])
@@ -433,12 +434,12 @@ def test_learning_dynamics_one_column_per_density(tmp_path):
             "sweep": {"feature_probability": [0.3, 0.05], "seeds": 2},
             "train": {"steps": 40, "batch_size": 32, "log_every": 5, "snapshots": 6}}
     run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
-    fig = P._fig_dynamics(run, run.table, "here")
+    fig = R._fig_dynamics(run, run.table, "here")
     tops = [ax for ax in fig.axes if ax.get_ylabel() == "feature dimensionality $D_i$" or ax.get_title()]
     titles = [ax.get_title() for ax in tops]
     assert len(fig.axes) == 4 and len(titles) == 2
     assert "1−S = 0.3" in titles[0] and "1−S = 0.05" in titles[1]
-    best = P._best(run.table, "feature_probability").sort_values("feature_probability", ascending=False)
+    best = R._best(run.table, "feature_probability").sort_values("feature_probability", ascending=False)
     for ax, model_id in zip(tops, best["model_id"]):
         D = A.feature_dimensionality(run.snapshots([int(model_id)])["W"][0])
         drawn = np.stack([line.get_ydata() for line in ax.get_lines()[:6]], axis=1)
@@ -454,10 +455,10 @@ def test_computation_figure_for_abs_models_only(tmp_path):
     spec = {"name": "abs", "model": model, "train": {"steps": 30, "batch_size": 32},
             "sweep": {"feature_probability": [1.0, 0.1], "importance_decay": 0.8}}
     run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
-    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    written, _ = R.plot_run(run, tmp_path / "a_plots")
     assert any(w.endswith("computation.png") for w in written)
     plain = dict(spec, model=dict(model, target="identity"))
-    _, skipped = P.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
+    _, skipped = R.plot_run(sp.run_spec(plain, tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
     assert "target" in dict(skipped)["computation"]
     # the heatmap rows are the neurons sorted by main feature, ReLU(x) before ReLU(-x), dead ones last
     W = np.array([[[0.0, -1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
@@ -472,18 +473,18 @@ def test_double_descent_figure_needs_a_dataset_size_axis(tmp_path):
             "train": {"steps": 60, "batch_size": 64, "lr_schedule": "cosine", "warmup_steps": 10},
             "sweep": {"feature_probability": 0.1, "dataset_size": [3, 10, 40]}}
     run = sp.run_spec(spec, tmp_path / "a", plot=False, quiet=True)
-    written, _ = P.plot_run(run, tmp_path / "a_plots")
+    written, _ = R.plot_run(run, tmp_path / "a_plots")
     path = [w for w in written if w.endswith("double_descent.png")]
     assert path
     assert_image_has_content(path[0])
-    _, skipped = P.plot_run(sp.run_spec(dict(spec, sweep={"feature_probability": 0.1, "dataset_size": 10}),
+    _, skipped = R.plot_run(sp.run_spec(dict(spec, sweep={"feature_probability": 0.1, "dataset_size": 10}),
                                         tmp_path / "b", plot=False, quiet=True), tmp_path / "b_plots")
     assert "dataset_size" in dict(skipped)["double_descent"]
     # the training examples drawn are the model's dataset: the trainer's full batch
-    train_x, test_x = P._training_and_test_data(run, 1)
+    train_x, test_x = R._training_and_test_data(run, 1)
     pop = run.sweep.population(1, 2)
     np.testing.assert_array_equal(train_x, sp.sample_batch(pop, 5, 64)[0].numpy())
-    assert train_x.shape == (10, 20) and test_x.shape == (P.TEST_SAMPLES, 20)
+    assert train_x.shape == (10, 20) and test_x.shape == (R.TEST_SAMPLES, 20)
     assert not np.isin(test_x[test_x > 0], train_x[train_x > 0]).any()  # fresh samples, not the dataset
 
 
