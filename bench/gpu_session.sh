@@ -107,13 +107,23 @@ for step in "${steps[@]}"; do
             --section ComputeWorkloadAnalysis --section InstructionStats --section SpeedOfLight \
             --section MemoryWorkloadAnalysis --page raw --csv python bench/profile_workload.py phase:ieee:100 \
             phase:ieee:100:tile_unroll=1 uniform:tf32x3:1 geometry:tf32x3:1 ;;
-    sweep)  # one real sweep end to end through the CLI at paper size (4,000 models, 10,000 steps)
+    sweep)  # real sweeps end to end through the CLI at paper size: phase (4,000 models, 10,000 steps), uniform
         rm -rf "$OUT/phase_run"
         # python directly under `timeout` (a `bash -c` wrapper's child would outlive the limit); the wall
         # time is the step's in session.log
         run 60 sweep_phase_n2m1 python -m superpos run experiments/phase_n2m1.toml --out "$OUT/phase_run" --no-plot
         # one file (at most 8 come back): draw the figures from it on the CPU with `superpos plot`
-        tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run" ;;
+        tar czf "$OUT/phase_run.tgz" -C "$OUT" phase_run && rm -rf "$OUT/phase_run"
+        # uniform superposition at paper size (n=400, m=30, 120 models, 10,000 steps) at the fp32-accurate
+        # precisions (issue 12's "time allowing"; --precision, 2026-11-27): predicted ~4 s (tf32x3) and ~9 s
+        # (ieee) of training each, plus compiles; the two runs' D* side by side say whether tf32x3 draws the
+        # same figure (`superpos plot`), and their wall times what the option buys end to end
+        for prec in tf32x3 ieee; do
+            rm -rf "$OUT/uniform_$prec"
+            run 90 sweep_uniform python -m superpos run experiments/uniform.toml --out "$OUT/uniform_$prec" \
+                --precision "$prec" --no-plot
+        done
+        tar czf "$OUT/uniform_runs.tgz" -C "$OUT" uniform_tf32x3 uniform_ieee && rm -rf "$OUT"/uniform_{tf32x3,ieee} ;;
     dd)  # issue 14's double descent at paper size (n=10,000, m=2, T = 3 .. 3,000 x 3 seeds, 50,000 steps):
          # finished groups are kept if the limit cuts it short; draw it on the CPU with `superpos plot`
         rm -rf "$OUT/dd_run"
