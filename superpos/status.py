@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import socket
+import time
 from pathlib import Path
 
 from .driver import model_cost
@@ -57,7 +58,16 @@ def run_status(directory) -> dict:
         "work_done": (finished + checkpointed) / total if total else 1.0, "in_progress": in_progress,
         "state": state, "last_run": runs[-1] if runs else None,
         "train_seconds": sum(x.get("train_seconds", 0.0) for x in infos), "seconds_left": left,
+        "seconds_since_last_write": _since_last_write(store),
     }
+
+
+def _since_last_write(store: RunStore) -> float | None:
+    """Seconds since anything in DIR or its chunks was last written (a chunk, a checkpoint, the manifest):
+    where the holder runs on another host, what says whether it still works."""
+    times = [p.stat().st_mtime for folder in (store.dir, store.chunk_dir) if folder.is_dir()
+             for p in folder.iterdir() if p.is_file() and p.name != LOCK_FILE]
+    return max(0.0, time.time() - max(times)) if times else None
 
 
 def _time_left(remaining: int, done: int, infos: list, work, running: dict | None) -> float | None:
@@ -138,6 +148,9 @@ def format_status(st: dict) -> str:
     lines.append("state: " + (text or state["state"]))
     if state.get("error"):
         lines.append(f"error: {state['error']}")
+    if state["state"] != "complete" and st["seconds_since_last_write"] is not None:
+        lines.append(f"last write to the directory: {_duration(st['seconds_since_last_write'])} ago "
+                     "(a checkpoint every few minutes while a chunk trains)")
     if st["train_seconds"]:
         lines.append(f"training so far: {_duration(st['train_seconds'])} in finished chunks")
     if st["seconds_left"] is not None and state["state"] == "running":

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -119,6 +120,14 @@ def test_the_lock_holder_live_dead_or_remote(tmp_path):
     st = run_status(out)
     assert st["state"] == {"state": "running", "holder": lock.read_text(), "alive": None}
     assert "(on another host: not checked)" in format_status(st)
+    # there, the directory's last write says whether it still works: ten minutes ago
+    past = time.time() - 600
+    for p in [*out.iterdir(), *(out / "chunks").iterdir()]:
+        if p.is_file():
+            os.utime(p, (past, past))
+    st = run_status(out)
+    assert 600 <= st["seconds_since_last_write"] < 660
+    assert "last write to the directory: 10 min " in format_status(st)
 
 
 def test_not_a_run_directory_is_one_line(tmp_path, capsys):
