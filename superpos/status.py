@@ -2,8 +2,9 @@
 
 For a sweep left running under nohup or a batch scheduler, whose progress bar is in a log somewhere:
 chunks and models done, chunks in progress and the step each last checkpointed, whether the run is
-running (its lock's holder, alive or not where that can be told), interrupted, failed or complete, and
-the time left at the pace of the chunks finished so far.
+running (its lock's holder, alive or not where that can be told; the time since the directory was last
+written), interrupted, failed or complete, and the time left at the running invocation's pace (else at
+that of the chunks finished so far).
 """
 from __future__ import annotations
 
@@ -49,7 +50,6 @@ def run_status(directory) -> dict:
     if len(done) < len(plan):
         left = _time_left(total - finished - checkpointed, finished + checkpointed, infos, work,
                           runs[-1] if runs and state["state"] == "running" else None)
-    runs = manifest.get("runs", [])
     return {
         "dir": str(store.dir), "name": sweep.name, "models": sweep.n_models, "chunks": int(len(plan)),
         "backend": manifest.get("backend") or store.started_backend(), "precision": store.started_precision(),
@@ -65,8 +65,14 @@ def run_status(directory) -> dict:
 def _since_last_write(store: RunStore) -> float | None:
     """Seconds since anything in DIR or its chunks was last written (a chunk, a checkpoint, the manifest):
     where the holder runs on another host, what says whether it still works."""
-    times = [p.stat().st_mtime for folder in (store.dir, store.chunk_dir) if folder.is_dir()
-             for p in folder.iterdir() if p.is_file() and p.name != LOCK_FILE]
+    times = []
+    for folder in (store.dir, store.chunk_dir):
+        for p in folder.iterdir() if folder.is_dir() else ():
+            try:  # a running writer renames its temporaries away: one may be gone by now
+                if p.is_file() and p.name != LOCK_FILE:
+                    times.append(p.stat().st_mtime)
+            except FileNotFoundError:
+                continue
     return max(0.0, time.time() - max(times)) if times else None
 
 
