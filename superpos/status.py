@@ -94,8 +94,10 @@ def _state(store: RunStore, manifest: dict, all_done: bool) -> dict:
     """complete | running (the lock's holder, alive or not where it can be told) | what the manifest says."""
     if all_done and (store.dir / TABLE_FILE).exists():
         return {"state": "complete"}
-    lock = store.dir / LOCK_FILE
-    holder = lock.read_text(errors="replace").strip() if lock.exists() else ""
+    try:  # a finishing run removes it: then there is no holder
+        holder = (store.dir / LOCK_FILE).read_text(errors="replace").strip()
+    except FileNotFoundError:
+        holder = ""
     if holder:  # the driver writes "pid P on HOST since T"; a finished run removes the file
         words = holder.split()
         alive = None
