@@ -591,9 +591,9 @@ def _run_chunks(sweep, store, backend, dev, dist, quiet, argv, train_fn, checkpo
     totals = {"train_seconds": 0.0, "models": 0}
     counts = {"ok": 0, "diverged": 0}
     lock = threading.Lock()
-    stop_all = threading.Event()
+    stop_all = threading.Event()  # side by side: set when a chunk fails, so that the others stop
     # passed only when not the default, so that a train_fn without kernel options (tests) still fits
-    kernel_options = {"input_precision": precision} if precision != "ieee" else {}  # side by side: set when a chunk fails, so that the others stop
+    kernel_options = {"input_precision": precision} if precision != "ieee" else {}
 
     def train_chunk(i):
         g, start, stop = (int(x) for x in plan[i])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .driver import model_cost
-from .store import LOCK_FILE, SPEC_FILE, TABLE_FILE, RunStore
+from .store import LOCK_FILE, SPEC_FILE, TABLE_FILE, RunLock, RunStore
 from .sweep import Sweep
 
 
@@ -52,7 +52,7 @@ def run_status(directory) -> dict:
                           runs[-1] if runs and state["state"] == "running" else None)
     return {
         "dir": str(store.dir), "name": sweep.name, "models": sweep.n_models, "chunks": int(len(plan)),
-        "backend": manifest.get("backend") or store.started_backend(), "precision": store.started_precision(),
+        "backend": store.started_backend(), "precision": store.started_precision(),
         "device": (manifest.get("device") or {}).get("name"),
         "chunks_done": len(done), "models_done": int(sum(plan[i, 2] - plan[i, 1] for i in done)),
         "work_done": (finished + checkpointed) / total if total else 1.0, "in_progress": in_progress,
@@ -98,11 +98,9 @@ def _state(store: RunStore, manifest: dict, all_done: bool) -> dict:
         holder = (store.dir / LOCK_FILE).read_text(errors="replace").strip()
     except FileNotFoundError:
         holder = ""
-    if holder:  # the driver writes "pid P on HOST since T"; a finished run removes the file
-        words = holder.split()
-        alive = None
-        if len(words) >= 4 and words[0] == "pid" and words[2] == "on" and words[3] == socket.gethostname():
-            alive = _alive(int(words[1]))
+    if holder:  # RunLock writes "pid P on HOST since T"; a finished run removes the file
+        pid_host = RunLock.parse_holder(holder)
+        alive = _alive(pid_host[0]) if pid_host is not None and pid_host[1] == socket.gethostname() else None
         if alive is not False:
             return {"state": "running", "holder": holder, "alive": alive}
     status = manifest.get("status") or "unknown"

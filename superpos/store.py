@@ -164,6 +164,14 @@ class RunLock:
     def _holder() -> str:
         return f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}"
 
+    @staticmethod
+    def parse_holder(text: str) -> tuple | None:
+        """(pid, host) of a lock file's text as _holder writes it; None for any other text."""
+        words = text.split()
+        if len(words) >= 4 and words[0] == "pid" and words[1].isdigit() and words[2] == "on":
+            return int(words[1]), words[3]
+        return None
+
     def release(self) -> None:
         if self.fd is None:
             return
