@@ -238,34 +238,44 @@ def _lane_segment(lane, START: tl.constexpr, COUNT: tl.constexpr):
 
 
 @triton.jit
-def _load_lanes(W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
-    """Model k's parameters (or one of their moments) over the lanes: lane p holds P[p] (W, b (, W_dec,
-    b_hidden)), 0 beyond."""
-    v = (lane * 0).to(tl.float32)
+def _lane_pointers(W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
+    """Pointer to model k's parameter P[p] (or one of its moments) for each lane p: W, b (, W_dec,
+    b_hidden) in P's order; lanes beyond P point at W's first entry (the callers mask them)."""
     seg, o = _lane_segment(lane, 0, M * N)
-    v = tl.where(seg, tl.load(W_ptr + k * (M * N) + o, mask=seg, other=0.0), v)
+    ptr = W_ptr + k * (M * N) + o
     seg, o = _lane_segment(lane, M * N, N)
-    v = tl.where(seg, tl.load(b_ptr + k * N + o, mask=seg, other=0.0), v)
+    ptr = tl.where(seg, b_ptr + k * N + o, ptr)
     if not TIED:
         seg, o = _lane_segment(lane, M * N + N, N * M)
-        v = tl.where(seg, tl.load(Wd_ptr + k * (N * M) + o, mask=seg, other=0.0), v)
+        ptr = tl.where(seg, Wd_ptr + k * (N * M) + o, ptr)
         seg, o = _lane_segment(lane, 2 * M * N + N, M)
-        v = tl.where(seg, tl.load(bh_ptr + k * M + o, mask=seg, other=0.0), v)
-    return v
+        ptr = tl.where(seg, bh_ptr + k * M + o, ptr)
+    return ptr
 
 
 @triton.jit
-def _store_lanes(v, W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
-    """Write back what _load_lanes read."""
-    seg, o = _lane_segment(lane, 0, M * N)
-    tl.store(W_ptr + k * (M * N) + o, v, mask=seg)
-    seg, o = _lane_segment(lane, M * N, N)
-    tl.store(b_ptr + k * N + o, v, mask=seg)
-    if not TIED:
-        seg, o = _lane_segment(lane, M * N + N, N * M)
-        tl.store(Wd_ptr + k * (N * M) + o, v, mask=seg)
-        seg, o = _lane_segment(lane, 2 * M * N + N, M)
-        tl.store(bh_ptr + k * M + o, v, mask=seg)
+def _load_state(P, mP, vP, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr, NPAR: tl.constexpr):
+    """(parameters, first moments, second moments) of model k over the lanes: lane p holds P[p] and its
+    moments, 0 beyond P's NPAR entries; P, mP, vP: the (W, b, W_dec, b_hidden) pointers of each. One load
+    each through _lane_pointers, not one per array: Triton's coalescing pass walks the whole kernel once
+    per tensor access (quadratic in the kernel's size), and a load and a store per array (12 or 24
+    accesses) made the tiny path up to 2.5x slower to compile. (One [BG, 2, 2] load of all three cost the
+    step loop two register moves; one such store, under Triton 3.9, a pass through shared memory.)"""
+    used = lane < NPAR
+    p = tl.load(_lane_pointers(P[0], P[1], P[2], P[3], k, lane, N, M, TIED), mask=used, other=0.0)
+    m = tl.load(_lane_pointers(mP[0], mP[1], mP[2], mP[3], k, lane, N, M, TIED), mask=used, other=0.0)
+    v = tl.load(_lane_pointers(vP[0], vP[1], vP[2], vP[3], k, lane, N, M, TIED), mask=used, other=0.0)
+    return p, m, v
+
+
+@triton.jit
+def _store_state(p, m, v, P, mP, vP, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr,
+                 NPAR: tl.constexpr):
+    """Write back what _load_state read (the parameters to P's arrays), one store each."""
+    used = lane < NPAR
+    tl.store(_lane_pointers(P[0], P[1], P[2], P[3], k, lane, N, M, TIED), p, mask=used)
+    tl.store(_lane_pointers(mP[0], mP[1], mP[2], mP[3], k, lane, N, M, TIED), m, mask=used)
+    tl.store(_lane_pointers(vP[0], vP[1], vP[2], vP[3], k, lane, N, M, TIED), v, mask=used)
 
 
 @triton.jit
@@ -531,9 +541,9 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
     k = tl.program_id(0).to(tl.int64)
     o_b = k * N
     lane = tl.arange(0, BG)
-    Pv = _load_lanes(W_in, b_in, Wd_in, bh_in, k, lane, N, M, TIED)  # [BG]: lane p owns parameter p
-    mv = _load_lanes(mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, lane, N, M, TIED)
-    vv = _load_lanes(vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, lane, N, M, TIED)
+    moments = ((mW_ptr, mb_ptr, mWd_ptr, mbh_ptr), (vW_ptr, vb_ptr, vWd_ptr, vbh_ptr))
+    # [BG] each: lane p owns parameter p and its moments
+    Pv, mv, vv = _load_state((W_in, b_in, Wd_in, bh_in), *moments, k, lane, N, M, TIED, NPAR)
     P = _lane_values(Pv, NPAR)
     imp = _load_scalars(imp_ptr + o_b, N)
     scale = _load_scalars(scale_ptr + o_b, N)
@@ -590,9 +600,7 @@ def _train_tiny(W_in, b_in, W_out, b_out, mW_ptr, vW_ptr, mb_ptr, vb_ptr,
         Pv, mv, vv = adamw_update(Pv, _to_lanes(grads, lane, NPAR), mv, vv, decay, step_size, bc2_sqrt, omb1,
                                   omb2, beta1, beta2, eps)
         P = _lane_values(Pv, NPAR)
-    _store_lanes(Pv, W_out, b_out, Wd_out, bh_out, k, lane, N, M, TIED)
-    _store_lanes(mv, mW_ptr, mb_ptr, mWd_ptr, mbh_ptr, k, lane, N, M, TIED)
-    _store_lanes(vv, vW_ptr, vb_ptr, vWd_ptr, vbh_ptr, k, lane, N, M, TIED)
+    _store_state(Pv, mv, vv, (W_out, b_out, Wd_out, bh_out), *moments, k, lane, N, M, TIED, NPAR)
 
 
 @kernel

@@ -294,6 +294,23 @@ SLOW_PATH_SASS = [(None, 1, "MUFU.RSQ R72, R7"), (None, 1, "ISETP.GT.U32.AND P2,
                   (None, None, "EXIT"), (".L_x_4", None, "BRA `(.L_x_4)")]
 
 
+# the same two calls as ptxas laid them out once the kernel's loads changed: the results moved back after
+# each call (sqrt: MOV and the jump to the join point; division: a MOV that falls through to it)
+SLOW_PATH_RESULT_MOVES_SASS = [
+    (None, 1, "MUFU.RSQ R21, R8"), (None, 1, "ISETP.GT.U32.AND P2, PT, R7, 0x727fffff, PT"), (None, 1, "MOV R7, R8"),
+    (None, 1, "@!P2 BRA `(.L_x_15)"),
+    (None, 1, "MOV R20, 0xb590"), (None, 1, "CALL.REL.NOINC `($__internal_0_$__cuda_sm20_sqrt_rn_f32_slowpath)"),
+    (None, 1, "MOV R9, R21"), (None, 1, "BRA `(.L_x_16)"),
+    (".L_x_15", 1, "FMUL.FTZ R9, R8, R21"), (None, 1, "FFMA R8, -R9, R9, R8"),
+    (".L_x_16", 1, "FCHK P1, R9, R80"), (None, 1, "@!P1 BRA `(.L_x_18)"),
+    (None, 1, "MOV R7, R9"), (None, 1, "MOV R77, 0xb6c0"),
+    (None, 1, "CALL.REL.NOINC `($__internal_1_$__cuda_sm3x_div_rn_noftz_f32_slowpath)"), (None, 1, "MOV R8, R72"),
+    (".L_x_18", 1, "FADD R73, R8, R0"),
+    (None, 1, "@P0 BRA `(.L_x_19)"), (None, 1, "MOV R7, R9"), (None, 1, "FADD R1, R1, R1"),
+    (None, 1, "CALL.REL.NOINC `($__internal_1_$__cuda_sm3x_div_rn_noftz_f32_slowpath)"),
+    (".L_x_19", None, "EXIT"), (".L_x_4", None, "BRA `(.L_x_4)")]
+
+
 def test_slow_path_calls_are_not_counted(tmp_path):
     src = tmp_path / "k.py"
     src.write_text("x = 1\n")
@@ -301,6 +318,10 @@ def test_slow_path_calls_are_not_counted(tmp_path):
     assert [i.opcode for i in instrs] == ["MUFU.RSQ", "ISETP.GT.U32.AND", "BRA", "FMUL.FTZ", "FFMA", "FCHK", "BRA",
                                           "FADD", "MOV", "FADD", "CALL.REL.NOINC", "EXIT"]
     assert instrs[2].predicate == "@!P2" and instrs[6].predicate == "@!P1"  # the fast paths' tests stay
+    # the results' moves after the calls are the slow paths' too; a guarded call with other work beside it stays
+    instrs = sass.entry_function(sass.parse(_sass_text(SLOW_PATH_RESULT_MOVES_SASS, src)))
+    assert [i.opcode for i in instrs] == ["MUFU.RSQ", "ISETP.GT.U32.AND", "MOV", "BRA", "FMUL.FTZ", "FFMA", "FCHK",
+                                          "BRA", "FADD", "BRA", "MOV", "FADD", "CALL.REL.NOINC", "EXIT"]
 
 
 def test_branch_sides_weighted_by_hand(tmp_path, monkeypatch):

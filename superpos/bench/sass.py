@@ -129,25 +129,27 @@ def entry_function(funcs: dict, name: str | None = None) -> list:
 
 def fast_path(instrs: list) -> list:
     """instrs without ptxas's calls into its slow-path subroutines (IEEE sqrt and division of special or
-    tiny operands): the inline fast path tests its operands and branches over the call, so the argument
-    set-up (MOVs), the CALL and the branch back to the join point run only when the slow path does.
-    A call not guarded so (no predicated forward branch over it, or other instructions before it) is
-    kept."""
+    tiny operands): the inline fast path tests its operands and branches over the call, so what lies
+    between that branch and its target - the argument MOVs, the CALL, the result's MOV back and the jump
+    to the join point, in whichever order ptxas lays them out - runs only when the slow path does.
+    A call not guarded so (no predicated forward branch over it, or other work beside it) is kept."""
     drop = set()
-    for j, ins in enumerate(instrs):
-        if ins.base != "CALL" or "$__internal" not in ins.operands:
+    for g, guard in enumerate(instrs):
+        if guard.base != "BRA" or not guard.predicate or guard.target is None or guard.target <= guard.addr:
             continue
-        i = j - 1
-        while i >= 0 and instrs[i].base == "MOV" and not instrs[i].predicate:
-            i -= 1
-        guard = instrs[i] if i >= 0 else None
-        if guard is None or guard.base != "BRA" or not guard.predicate or guard.target is None \
-                or guard.target <= ins.addr:
-            continue
-        drop.update(range(i + 1, j + 1))
-        after = instrs[j + 1] if j + 1 < len(instrs) else None
-        if after is not None and after.base == "BRA" and not after.predicate and (after.target or 0) > after.addr:
-            drop.add(j + 1)  # the jump over the fast path to the join point
+        block, calls = [], 0
+        for k in range(g + 1, len(instrs)):
+            ins = instrs[k]
+            if ins.addr >= guard.target:
+                break
+            if ins.base == "CALL" and "$__internal" in ins.operands:
+                calls += 1
+            elif ins.predicate or not (ins.base == "MOV" or (ins.base == "BRA" and (ins.target or 0) > ins.addr)):
+                calls = 0  # other work: not a slow-path call's set-up
+                break
+            block.append(k)
+        if calls:
+            drop.update(block)
     return [ins for k, ins in enumerate(instrs) if k not in drop]
 
 
