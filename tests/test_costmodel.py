@@ -295,15 +295,17 @@ SLOW_PATH_SASS = [(None, 1, "MUFU.RSQ R72, R7"), (None, 1, "ISETP.GT.U32.AND P2,
 
 
 # the same two calls as ptxas laid them out once the kernel's loads changed: the results moved back after
-# each call (sqrt: MOV and the jump to the join point; division: a MOV that falls through to it)
+# each call (sqrt: a move and the jump to the join point; division: a MOV that falls through to it), some
+# moves on the IMAD pipe (IMAD.MOV, IMAD Rd, RZ, RZ, X), as in the tiled update kernel
 SLOW_PATH_RESULT_MOVES_SASS = [
     (None, 1, "MUFU.RSQ R21, R8"), (None, 1, "ISETP.GT.U32.AND P2, PT, R7, 0x727fffff, PT"), (None, 1, "MOV R7, R8"),
     (None, 1, "@!P2 BRA `(.L_x_15)"),
-    (None, 1, "MOV R20, 0xb590"), (None, 1, "CALL.REL.NOINC `($__internal_0_$__cuda_sm20_sqrt_rn_f32_slowpath)"),
-    (None, 1, "MOV R9, R21"), (None, 1, "BRA `(.L_x_16)"),
+    (None, 1, "IMAD.MOV.U32 R5, RZ, RZ, R8"), (None, 1, "MOV R20, 0xb590"),
+    (None, 1, "CALL.REL.NOINC `($__internal_0_$__cuda_sm20_sqrt_rn_f32_slowpath)"),
+    (None, 1, "IMAD.MOV.U32 R9, RZ, RZ, R21"), (None, 1, "BRA `(.L_x_16)"),
     (".L_x_15", 1, "FMUL.FTZ R9, R8, R21"), (None, 1, "FFMA R8, -R9, R9, R8"),
     (".L_x_16", 1, "FCHK P1, R9, R80"), (None, 1, "@!P1 BRA `(.L_x_18)"),
-    (None, 1, "MOV R7, R9"), (None, 1, "MOV R77, 0xb6c0"),
+    (None, 1, "IMAD.U32 R7, RZ, RZ, UR15"), (None, 1, "MOV R77, 0xb6c0"),
     (None, 1, "CALL.REL.NOINC `($__internal_1_$__cuda_sm3x_div_rn_noftz_f32_slowpath)"), (None, 1, "MOV R8, R72"),
     (".L_x_18", 1, "FADD R73, R8, R0"),
     (None, 1, "@P0 BRA `(.L_x_19)"), (None, 1, "MOV R7, R9"), (None, 1, "FADD R1, R1, R1"),

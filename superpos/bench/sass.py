@@ -127,10 +127,16 @@ def entry_function(funcs: dict, name: str | None = None) -> list:
     return fast_path(instrs)
 
 
+def _is_move(ins) -> bool:
+    """MOV, or ptxas's moves on the IMAD pipe (IMAD.MOV, and IMAD Rd, RZ, RZ, X: 0 * 0 + X)."""
+    ops = [o.strip() for o in ins.operands.split(",")]
+    return ins.base == "MOV" or ins.opcode.startswith("IMAD.MOV") or (ins.base == "IMAD" and ops[1:3] == ["RZ", "RZ"])
+
+
 def fast_path(instrs: list) -> list:
     """instrs without ptxas's calls into its slow-path subroutines (IEEE sqrt and division of special or
     tiny operands): the inline fast path tests its operands and branches over the call, so what lies
-    between that branch and its target - the argument MOVs, the CALL, the result's MOV back and the jump
+    between that branch and its target - the argument moves, the CALL, the result's move back and the jump
     to the join point, in whichever order ptxas lays them out - runs only when the slow path does.
     A call not guarded so (no predicated forward branch over it, or other work beside it) is kept."""
     drop = set()
@@ -144,7 +150,7 @@ def fast_path(instrs: list) -> list:
                 break
             if ins.base == "CALL" and "$__internal" in ins.operands:
                 calls += 1
-            elif ins.predicate or not (ins.base == "MOV" or (ins.base == "BRA" and (ins.target or 0) > ins.addr)):
+            elif ins.predicate or not (_is_move(ins) or (ins.base == "BRA" and (ins.target or 0) > ins.addr)):
                 calls = 0  # other work: not a slow-path call's set-up
                 break
             block.append(k)
