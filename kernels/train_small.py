@@ -238,9 +238,11 @@ def _lane_segment(lane, START: tl.constexpr, COUNT: tl.constexpr):
 
 
 @triton.jit
-def _lane_pointers(W_ptr, b_ptr, Wd_ptr, bh_ptr, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
-    """Pointer to model k's parameter P[p] (or one of its moments) for each lane p: W, b (, W_dec,
-    b_hidden) in P's order; lanes beyond P point at W's first entry (the callers mask them)."""
+def _lane_pointers(arrays, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.constexpr):
+    """Pointer to model k's parameter P[p] (or one of its moments) for each lane p; arrays: the (W, b,
+    W_dec, b_hidden) pointers, in P's order; lanes beyond P point at W's first entry (the callers mask
+    them)."""
+    W_ptr, b_ptr, Wd_ptr, bh_ptr = arrays
     seg, o = _lane_segment(lane, 0, M * N)
     ptr = W_ptr + k * (M * N) + o
     seg, o = _lane_segment(lane, M * N, N)
@@ -262,9 +264,9 @@ def _load_state(P, mP, vP, k, lane, N: tl.constexpr, M: tl.constexpr, TIED: tl.c
     accesses) made the tiny path up to 2.5x slower to compile. (One [BG, 2, 2] load of all three cost the
     step loop two register moves; one such store, under Triton 3.9, a pass through shared memory.)"""
     used = lane < NPAR
-    p = tl.load(_lane_pointers(P[0], P[1], P[2], P[3], k, lane, N, M, TIED), mask=used, other=0.0)
-    m = tl.load(_lane_pointers(mP[0], mP[1], mP[2], mP[3], k, lane, N, M, TIED), mask=used, other=0.0)
-    v = tl.load(_lane_pointers(vP[0], vP[1], vP[2], vP[3], k, lane, N, M, TIED), mask=used, other=0.0)
+    p = tl.load(_lane_pointers(P, k, lane, N, M, TIED), mask=used, other=0.0)
+    m = tl.load(_lane_pointers(mP, k, lane, N, M, TIED), mask=used, other=0.0)
+    v = tl.load(_lane_pointers(vP, k, lane, N, M, TIED), mask=used, other=0.0)
     return p, m, v
 
 
@@ -273,9 +275,9 @@ def _store_state(p, m, v, P, mP, vP, k, lane, N: tl.constexpr, M: tl.constexpr, 
                  NPAR: tl.constexpr):
     """Write back what _load_state read (the parameters to P's arrays), one store each."""
     used = lane < NPAR
-    tl.store(_lane_pointers(P[0], P[1], P[2], P[3], k, lane, N, M, TIED), p, mask=used)
-    tl.store(_lane_pointers(mP[0], mP[1], mP[2], mP[3], k, lane, N, M, TIED), m, mask=used)
-    tl.store(_lane_pointers(vP[0], vP[1], vP[2], vP[3], k, lane, N, M, TIED), v, mask=used)
+    tl.store(_lane_pointers(P, k, lane, N, M, TIED), p, mask=used)
+    tl.store(_lane_pointers(mP, k, lane, N, M, TIED), m, mask=used)
+    tl.store(_lane_pointers(vP, k, lane, N, M, TIED), v, mask=used)
 
 
 @triton.jit
