@@ -176,6 +176,9 @@ def test_report_table_and_plot(tmp_path):
     table = report.markdown_table(loaded)
     assert "NVIDIA H100 80GB HBM3" in table and "| scaling | 100 | 2×1 | jax | 200 | oom |" in table
     assert table.count("| scaling | 1 | 2×1 | torch |") == 1  # the stale duplicate is dropped
+    assert "; 2026-01-01.\n" in table  # the day of the rows shown (the stale row's is not)
+    later = {**rows[1], "backend": "jax", "timestamp": "2026-01-03T00:00:00+00:00"}
+    assert "2026-01-01 to 2026-01-03 (" in report.markdown_table(loaded + [later])
     ratio = 1e6 * 100 ** 0.95 / (1e5 * 100 ** 0.8)
     assert f"{ratio:.2f}×" in table
     readme = tmp_path / "README.md"

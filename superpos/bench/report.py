@@ -118,6 +118,12 @@ def _peak(row) -> str:
     return f"{flops / 1e12:.3g} TFLOP/s ({row.get('fp32_peak_source')})" if flops else "unknown"
 
 
+def _dates(rows) -> str:
+    """The days a table's rows were measured on: one day, or the first and the last."""
+    days = sorted({r["timestamp"][:10] for r in rows})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]} (each row's commit and day: the results file)"
+
+
 def markdown_table(rows) -> str:
     """One table per device: the newest measurement of each (workload, K, backend, precision)."""
     rows = sorted(latest(rows), key=_sort_key)
@@ -132,7 +138,7 @@ def markdown_table(rows) -> str:
         out.append("")
         out.append(f"FP32 peak used: {_peak(first)}; torch {v.get('torch')}, triton {v.get('triton')}, "
                    f"jax {v.get('jax')}, python {v.get('python')}; commit {', '.join(commits)}; "
-                   f"{min(r['timestamp'] for r in dev_rows)[:10]}.")
+                   f"{_dates(dev_rows)}.")
         out.append("")
         out.append("| workload | K | n×m | backend | steps | ms / 1000 steps (min–max) | model-steps/s | "
                    "samples/s | GFLOP/s | % FP32 peak | peak memory | × fastest peer |")
