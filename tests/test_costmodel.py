@@ -413,6 +413,31 @@ def test_launch_cost_by_hand():
     assert lone.binding == "latency" and lone.cycles["latency"] == 900 and lone.cycles["issue"] == 25
 
 
+def test_calibration_classes_name_resources():
+    """Every measured factor belongs to a class a launch can fall in (a misspelt key would leave the
+    calibrated figure empty); latency splits by kernel, the other resources do not."""
+    resources = set(cm.resource_cycles(Counter(), cm.DEVICES["h100-sxm"])) | {"latency", "l2 (chip)"}
+    classes = {cm.calibration_class(b, k) for b in resources for k in ("_train_small_kernel", "_tiled_grads_kernel")}
+    assert set(cm.MEASURED_OVER_PREDICTED["h100-sxm"]) <= classes
+    assert cm.calibration_class("latency", "_tiled_grads_kernel") == "latency, tiled"
+    assert cm.calibration_class("latency", "_train_small_kernel") == "latency"
+    assert cm.calibration_class("lsu", "_tiled_grads_kernel") == "lsu"
+
+
+def test_measured_column_takes_the_newest_row_of_the_same_sm(tmp_path, monkeypatch):
+    """An H100 SXM prediction is set beside the newest H100 or H200 row (one GH100 SM), never a CPU's."""
+    from superpos.bench import report
+    rows = [{"workload": "phase", "backend": "triton", "precision": "ieee", "K": 8, "device": dev,
+             "timestamp": ts, "ms_per_1000_steps": ms, "status": "ok"}
+            for dev, ts, ms in (("NVIDIA H100 80GB HBM3", "2026-01-01T00:00:00", 70.0),
+                                ("NVIDIA H200", "2026-01-02T00:00:00", 68.0),
+                                ("cpu", "2026-01-03T00:00:00", 9000.0))]
+    (tmp_path / "gpu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(report, "results_dir", lambda: tmp_path)
+    pred = [{"device": "NVIDIA H100 SXM (sm_90, 132 SMs, 1.98 GHz)"}]
+    assert pr.measured_ms(pred) == {("phase", "ieee", 8): (68.0, "H200")}
+
+
 def test_occupancy_by_hand():
     dev = cm.DEVICES["h100-sxm"]
     assert cm.programs_per_sm(255, 8, 0, dev) == 1  # 256 regs x 32 x 8 = 65,536: the whole file

@@ -193,33 +193,47 @@ DEVICES = {
 }
 
 
-# Calibration: measured ÷ predicted ms per 1,000 steps on an NVIDIA H100 80GB HBM3 (SXM), 2026-11-27
-# (bench/results/nvidia-h100-80gb-hbm3.jsonl beside the predictions of the same kernels), grouped by the
-# resource that binds the prediction. The assumption that fails is the same for every class: that the
-# binding resource runs at its datasheet rate (4 warp-instructions per clock issued, one shared-memory
-# wavefront per clock, 5.5 TB/s of L2, all at 1.98 GHz). Which share of each factor is the clock (1.755
-# GHz sustained would be 1.13), scheduler stalls with 3 warps per scheduler (the small kernel at 168
-# registers), shared-memory bank conflicts in Triton's FMA dot, or the split mode's x scratch spilling
-# from L2 to HBM (105-164 MB) was read by Nsight Compute on an H200 (same kernels, same speeds;
-# bench/results/h200-2026-11-27/call3-profile.txt), per class:
-#   issue: the clock holds (1.98 GHz), but the small kernel issues 2.55-2.60 warp-instructions per clock,
-#     not 4 (3 warps per scheduler, 1.3 eligible): 1/0.64 = 1.57 of the 1.68.
-#   lsu: the L1/shared pipe is 91% busy in uniform ieee and 58% of its 181.5 M shared-load wavefronts
-#     (one step) are bank conflicts (4.3-way). The model counted conflict-free wavefronts, half the real
-#     number; it now counts conflicts (bank_conflicts, from the PTX): for that kernel (commit 0bd6b91,
-#     BG 16) 42.09 M shared-load instructions (ncu: 41.96 M) and 189.9 M wavefronts (ncu: 181.5 M).
+# Calibration: measured ÷ predicted ms per 1,000 steps, grouped by the resource that binds the prediction
+# (and, for latency, by kernel: a one-warp small-kernel program waits on its own arithmetic chain, a tiled
+# program on global loads and barriers). Measured on an NVIDIA H200, 2026-11-28, kernels of commit d2e81e8
+# (bench/results/nvidia-h200.jsonl; the H200's SM and clocks are the H100 SXM's, and the kernels measured
+# the same on both on 2026-11-27: phase 67.8 / 67.6, uniform ieee 914 / 921, geometry tf32 492 / 500),
+# beside the predictions of the same kernels. The assumption that fails is the same for every class: that
+# the binding resource runs at its datasheet rate (4 warp-instructions per clock issued, one shared-memory
+# wavefront per clock, 5.5 TB/s of L2, all at 1.98 GHz), with latency hidden. What Nsight Compute read
+# (bench/results/h200-2026-11-28/call3-stalls.txt; h200-2026-11-27/call3-profile.txt), per class:
+#   issue: the instruction count is exact (phase: 4.184e9 executed = 1,634 per model-step, predicted
+#     1,632.3) and the clock holds (1.98 GHz), but the SM issues 2.55 of 4 per clock (issue slots 64% busy)
+#     with 3 one-warp programs per scheduler. Stalls per issued instruction: not selected 1.06, dispatch
+#     0.94, fixed-latency wait 0.78, math-pipe throttle 0.65, instruction fetch 0.08 (not the instruction
+#     cache). The ALU pipe (half rate: LOP3, IADD3, ISETP, SEL) is 59% busy and FMA-heavy 55%: the model's
+#     issue bound (1,632 cycles a model-step) and ALU bound (1,520) are both nearly the whole time, and
+#     three warps cannot interleave two such streams without losing slots.
+#   lsu: ieee's FMA dots with W's mirror; the bank conflicts are counted (bank_conflicts, from the PTX).
 #   l2 (chip): wrong class: tf32 reaches only 33% of L2 and 55% of L1; it waits on global-load latency
 #     (0.38 eligible warps of 2.7) with the SM clock down to 1.79 GHz under that load.
-#   latency   intro 1.26 (one-warp programs; the tiled kernels' latency-bound launches - tf32x3, computation -
-#             are scaled by it too, unmeasured: their calibrated figures are the least certain)
-#   issue     phase 1.68, phase3 1.64, scaling (K=10^6) 1.81         -> 1.71 (mean)
-#   lsu       geometry ieee 1.09, uniform ieee 1.11                   -> 1.10 (conflicts counted: the same
-#             kernels predicted 1,351 and 832 ms, against 754 and 465 conflict-free, which gave 1.95, 1.98)
-#   l2 (chip) geometry tf32 2.04, uniform tf32 2.73                   -> 2.36 (geometric mean)
+#   latency, tiled: tf32x3's gradient kernel at 243 registers (2 programs of 4 warps per SM) stalls on
+#     global loads (long scoreboard 2.6 / 2.0 per issued instruction, uniform / geometry) and barriers
+#     (1.4 / 1.2), IPC 0.94 / 1.08, SM clock 1.81 GHz; its x and gz scratch misses L2 (DRAM ~520 MB a
+#     step at both shapes, 19% / 13% of the HBM's peak). The latency walk prices a global load at an L2
+#     hit and has no barrier waits.
+#   latency   intro 7.55 / 5.75 = 1.31 (one-warp programs)
+#   latency, tiled  uniform tf32x3 599 / 188 = 3.19, geometry tf32x3 934 / 320 = 2.92 -> 3.05 (geometric mean)
+#   issue     phase 67.9 / 40.0 = 1.70, phase3 108 / 65.6 = 1.65, scaling (K=10^6, H100) 2,883 / 1,582 = 1.82
+#             -> 1.72 (mean)
+#   lsu       uniform ieee 528 / 424 = 1.25, geometry ieee 853 / 714 = 1.20 -> 1.22
+#   l2 (chip) uniform tf32 378 / 153 = 2.47, geometry tf32 491 / 246 = 2.00 -> 2.22 (geometric mean)
 # `calibrated_ms_per_1000_steps` in the predicted rows scales each launch by its class's factor; classes
 # never measured (tensor, fp32+imad, alu, ...) leave it empty. The raw prediction stays what designs are
 # compared by: the factors move every design of one class alike.
-MEASURED_OVER_PREDICTED = {"h100-sxm": {"latency": 1.26, "issue": 1.71, "lsu": 1.10, "l2 (chip)": 2.36}}
+MEASURED_OVER_PREDICTED = {"h100-sxm": {"latency": 1.31, "latency, tiled": 3.05, "issue": 1.72, "lsu": 1.22,
+                                        "l2 (chip)": 2.22}}
+
+
+def calibration_class(binding: str, kernel: str) -> str:
+    """The MEASURED_OVER_PREDICTED key of a launch bound by `binding`: latency-bound tiled kernels
+    (global loads, barriers) are their own class, apart from the small kernel's one-warp chains."""
+    return "latency, tiled" if binding == "latency" and "tiled" in kernel else binding
 
 
 def resource_cycles(c: Counter, device: Device) -> dict:

@@ -225,7 +225,7 @@ def predict(workload, precision: str = "ieee", device: str = "h100-sxm", K: int 
             scratch = sc
         counts.update(cost.counts)
         seconds += cost.seconds
-        factor = factors.get(cost.binding)
+        factor = factors.get(cm.calibration_class(cost.binding, prof.name))
         calibrated = calibrated + cost.seconds * factor if calibrated is not None and factor else None
         seconds_by[cost.binding] += cost.seconds
         resource_s.update({k: v / (dev.clock_ghz * 1e9) for k, v in cost.cycles.items()})
@@ -291,17 +291,25 @@ def default_file() -> Path:
     return results_dir() / PREDICTED_FILE
 
 
+SAME_SM = ("H100", "H200")  # one GH100 SM at the same clocks: the kernels measured the same on both (2026-11-27)
+
+
 def measured_ms(rows) -> dict:
-    """{(workload, precision, K): ms per 1,000 steps} of the newest `triton` rows measured on the modelled
-    GPU (device name containing H100 / H200, as the rows' device), from bench/results/*.jsonl."""
+    """{(workload, precision, K): (ms per 1,000 steps, GPU)} of the newest `triton` rows measured on the
+    modelled GPU or one with the same SM (SAME_SM: an H100 SXM model takes H200 rows), from
+    bench/results/*.jsonl."""
     from .report import latest, load_rows, results_dir
     files = [f for f in sorted(results_dir().glob("*.jsonl")) if f.name != PREDICTED_FILE]
-    found = {}
     gpus = {r["device"].split(" (")[0].replace("NVIDIA ", "").split()[0] for r in rows}  # e.g. "H100"
+    if gpus & set(SAME_SM):
+        gpus |= set(SAME_SM)
+    found, when = {}, {}
     for r in latest(load_rows(*files)) if files else []:
         prec = {"triton": r.get("precision", "ieee"), "triton-tf32x3": "tf32x3"}.get(r.get("backend"))
-        if prec and r.get("status", "ok") == "ok" and any(g in r["device"] for g in gpus):
-            found[(r["workload"], prec, r["K"])] = r["ms_per_1000_steps"]
+        gpu = next((g for g in sorted(gpus) if g in r["device"]), None)
+        key = (r["workload"], prec, r["K"])
+        if prec and gpu and r.get("status", "ok") == "ok" and r["timestamp"] >= when.get(key, ""):
+            found[key], when[key] = (r["ms_per_1000_steps"], gpu), r["timestamp"]
     return found
 
 
@@ -328,17 +336,17 @@ def _n(x) -> str:
 
 
 def markdown_table(rows, measured: dict | None = None) -> str:
-    """Predicted beside measured (the newest triton row of the same workload, precision and K)."""
+    """Predicted beside measured (the newest triton row of the same workload, precision and K, and its GPU)."""
     measured = measured or {}
     out = ["| workload | precision | K | mode | warp instr / model-step | regs | spill B | predicted ms / 1000 steps "
            "| binds | calibrated ms | floor ms | floor | scratch live MB | measured ms | measured ÷ predicted |",
            "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
-        meas = measured.get((r["workload"], r["precision"], r["K"]))
+        meas, gpu = measured.get((r["workload"], r["precision"], r["K"]), (None, None))
         ratio = f"{meas / r['predicted_ms_per_1000_steps']:.2f}" if meas and r["predicted_ms_per_1000_steps"] else "–"
         out.append(f"| {r['workload']} | {r['precision']} | {r['K']:,} | {r['mode']} | "
                    f"{_n(r['warp_instructions_per_model_step'])} | {r['registers']} | {r['spill_bytes']} | "
                    f"{_n(r['predicted_ms_per_1000_steps'])} | {r['binding']} | {_n(r.get('calibrated_ms_per_1000_steps'))} | "
                    f"{_n(r['floor_ms_per_1000_steps'])} | "
-                   f"{r['floor']} | {_n(r.get('scratch_live_mb'))} | {_n(meas)} | {ratio} |")
+                   f"{r['floor']} | {_n(r.get('scratch_live_mb'))} | {_n(meas)}{f' ({gpu})' if gpu else ''} | {ratio} |")
     return "\n".join(out) + "\n"
