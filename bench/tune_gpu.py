@@ -40,24 +40,25 @@ VARIANTS = {
     ("uniform", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8},
                                  {"max_registers": 168}, {"num_stages": 2}],
     ("geometry", "tf32x3", 100): [{}, {"gz_kept": False}, {"BG": 8}, {"gz_kept": False, "BG": 8}],
-    # small kernel, tiny path (1 warp, 32 sample groups, 168 registers: 12 warps per SM): more warps per
+    # small kernel, tiny path (1 warp, 32 sample groups, 164 registers: 12 warps per SM): more warps per
     # SM (a register cap), more samples per thread (ILP), more warps per model; fewer tiles per tile-loop
-    # trip (4 by default: a step runs ~18 KB of code once, 2.9 K instructions in all; 1 tile: 1.3 K, 121
-    # registers, predicted 0.8% more instructions) - does the instruction cache bind, where register caps
-    # (more warps) did not help?
+    # trip (4 by default; 1 tile: 115 registers, 4 warps a scheduler). Not the instruction cache (the H200's
+    # stalls, 2026-11-28: instruction fetch 0.08 per issued instruction); one tile a trip ran 0.976x under
+    # ncu (one replay each): time it here. The issue and ALU pipes both nearly fill phase's time.
     ("phase", "ieee", 200): [{}, {"tile_unroll": 1}, {"tile_unroll": 2}, {"max_registers": 128},
                              {"max_registers": 96}, {"BG": 64}, {"BG": 64, "num_warps": 2},
                              {"BG": 64, "max_registers": 128}],
     ("phase3", "ieee", 200): [{}, {"max_registers": 128}, {"BG": 64}, {"BG": 64, "num_warps": 2}],
     # tiled kernels: tile (BG samples x 4), warps and the split kernel's register cap
-    ("uniform", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}, {"BG": 32, "num_warps": 8},
+    # (ieee: Hopper's chosen block is BG 32 at MP = 32 since the 2026-11-27 tune; BG 16 was the one before)
+    ("uniform", "ieee", 100): [{}, {"BG": 16}, {"BG": 8}, {"num_warps": 8}, {"BG": 16, "num_warps": 8},
                                {"max_registers": 168}],
     # num_stages 2: Triton pipelines the loads feeding each tl.dot (the H200's profile of tf32: 0.38
     # eligible warps of 2.7, stalled on global loads; the cost model, which prices no load latency across
     # programs, predicts 153 -> 164 for tf32 and 262 -> 297 for tf32x3, spill-free: measure it)
     ("uniform", "tf32", 100): [{}, {"num_stages": 2}, {"BG": 8}, {"BG": 32}, {"num_warps": 8},
                                {"max_registers": None}],
-    ("geometry", "ieee", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
+    ("geometry", "ieee", 100): [{}, {"BG": 16}, {"BG": 8}, {"num_warps": 8}],
     ("geometry", "tf32", 100): [{}, {"BG": 8}, {"BG": 32}, {"num_warps": 8}],
 }
 
