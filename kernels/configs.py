@@ -142,6 +142,7 @@ class KernelConfig:
     max_registers: int | None = None  # tiled, split gradient kernel: ptxas's register cap (Triton's maxnreg)
     tile_unroll: int | None = None  # small, tiny path: whole tiles per tile-loop trip (None: train_small.tile_unroll)
     gz_kept: bool = False  # tiled: gz kept beside x in the scratch, the dW products as wide wgmmas (TILED_SM90_GZ_KEPT)
+    x_kept: bool = True  # tiled: x drawn once per slice into the scratch and read back (False: drawn in each pass)
     fused_max_registers: int = 255  # tiled, fused kernel: its cap (a kernel_config max_registers sets both)
 
     def register_cap(self) -> dict:
@@ -210,7 +211,11 @@ def choose_config(n: int, m: int, batch_size: int, input_precision: str = "ieee"
 # gz_kept (bool, tiled tf32x3): Hopper's wide dW products (TILED_SM90_GZ_KEPT) on or off; off keeps only x in
 # the scratch, half the live set whose L2 hits the H200 profile called in question (bench/README.md, "Where
 # the scratch lives"). True elsewhere than tf32x3 is refused.
-TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept")
+# x_kept (bool, tiled): False draws x from Philox again in passes 2 and 3 instead of reading pass 1's scratch
+# tile back (no scratch then): more instructions, no scratch traffic. The H200 measured the scratch missing
+# L2 (tf32x3: ~520 MB of DRAM a step), which the cost model does not price, so only a GPU can rank the two.
+# The same x, so the same bits. False with gz_kept (whose dW products read x's scratch) is refused.
+TUNABLE = ("BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept", "x_kept")
 
 
 def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
@@ -226,17 +231,21 @@ def with_overrides(cfg: KernelConfig, overrides: dict | None) -> KernelConfig:
         if key == "tile_unroll" and not (cfg.kind == "small" and cfg.tiny):
             raise ValueError("kernel_config tile_unroll applies to the small kernel's tiny path only (n <= 5), "
                              f"not to this shape's {cfg.kind} kernel")
-        if key in ("fp_fusion", "gz_kept"):
+        if key in ("fp_fusion", "gz_kept", "x_kept"):
             if not isinstance(value, bool):
                 raise ValueError(f"kernel_config {key} must be True or False, got {value!r}")
             if key == "gz_kept" and value and not (cfg.kind == "tiled" and cfg.input_precision == "tf32x3"):
                 raise ValueError("kernel_config gz_kept=True applies to the tiled kernel at tf32x3 only, not to "
                                  f"this {cfg.kind} kernel at {cfg.input_precision}")
+            if key == "x_kept" and not value and cfg.kind != "tiled":
+                raise ValueError(f"kernel_config x_kept applies to the tiled kernel only, not to this shape's {cfg.kind} kernel")
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (key in ("BG", "num_warps") and value & (value - 1)):
             raise ValueError(f"kernel_config {key} must be a positive int{' (a power of 2)' if key in ('BG', 'num_warps') else ''}"
                              f", got {value!r}")
     cfg = replace(cfg, **overrides)
+    if cfg.gz_kept and not cfg.x_kept:
+        raise ValueError("kernel_config x_kept=False needs gz_kept=False (the wide dW products read x's scratch)")
     if overrides.get("max_registers") is not None:  # a cap asked for applies to whichever mode runs
         cfg = replace(cfg, fused_max_registers=overrides["max_registers"])
     return replace(cfg, slice_size=4 * cfg.BG) if cfg.kind == "tiled" else cfg

@@ -14,7 +14,9 @@ Per slice, over n-chunks of NC features (x is drawn once, in pass 1, through _ti
 the data, and kept in a global scratch tile [4 BG, n] that passes 2 and 3 read back: 100 KB at n=400, in
 L2. Holding it in registers would take 64-128 a thread. Keeping it instead of drawing it in each pass took
 uniform from 485 to 465 ms per 1,000 steps (ieee), 312 -> 262 (tf32x3), 171 -> 152 (tf32), geometry
-786 -> 754, 527 -> 442, 267 -> 245, predicted by the cost model, H100 SXM):
+786 -> 754, 527 -> 442, 267 -> 245, predicted by the cost model, H100 SXM; but the H200 measured that scratch
+missing L2 where the resident programs hold more than ~14 MB of it, which the model does not price, so
+kernel_config x_kept=False - x drawn again in passes 2 and 3, no scratch - is there for a GPU to time):
     pass 1  a  = x W^T, h = a (or ReLU(a): the privileged basis, HRELU)            h stays in registers
     pass 2  z  = h W + b, gz, gh = gz W^T (in registers), pW = h^T gz, pb = sum gz   (written once)
     pass 3  pW += gh^T x          (gh masked by a > 0 with HRELU; pW read back once per slice per chunk)
@@ -66,6 +68,19 @@ def _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_
         x, valid = batch_block(seed, t, g0, B, n, cols, mask_c, thr_ptr, scale_ptr, BG)
     return x, valid
 
+
+@triton.jit
+def _pass_x(x_at, seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
+            BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr,
+            X_KEPT: tl.constexpr):
+    """Passes 2 and 3's x tile [4 BG, NC]: pass 1's, read back from the scratch at x_at (X_KEPT), or drawn
+    again by _tile_x (the same values: the same bits downstream)."""
+    if X_KEPT:
+        x = tl.load(x_at, mask=mask_c[None, :], other=0.0)
+    else:
+        x, _ = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
+                       BG, SETS, SYMMETRIC, DATASET)
+    return x
 
 @triton.jit
 def _split(a, PREC: tl.constexpr):
@@ -149,7 +164,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
                  MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                  RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                  SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                 TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
+                 TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr,
+                 X_KEPT: tl.constexpr):
     """Loss sum and gradients of model k's samples [4 BG sl, 4 BG (sl + 1)) at step t (a slice is one
     tile), summed from zero in an order set by the shape alone, into partial slot (k, sl): pW [m, n],
     pb [n], lossp [1] (untied also pWd [m, n], dW_dec transposed, and pbh [m]). h and gh stay in
@@ -200,7 +216,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
             wT_lo = tl.trans(w_lo)
         x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
                            off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
-        tl.store(xs_ptr + o_x + cols[None, :], x, mask=mask_c[None, :])
+        if X_KEPT:
+            tl.store(xs_ptr + o_x + cols[None, :], x, mask=mask_c[None, :])
         x_hi, x_lo = _split(x, PREC)
         a = _dot(x_hi, x_lo, wT_hi, wT_lo, a, PREC)
     if not TIED:
@@ -228,7 +245,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
         x_at = xs_ptr + o_x + cols[None, :]
-        x = tl.load(x_at, mask=mask_c[None, :], other=0.0)
+        x = _pass_x(x_at, seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
+                    off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET, X_KEPT)
         valid = row_ok & mask_c[None, :]
         z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
         y = tl.maximum(z, 0.0) if RELU else z
@@ -268,7 +286,9 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
         for c in range(0, n, NC):
             cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            x = tl.load(xs_ptr + o_x + cols[None, :], mask=mask_c[None, :], other=0.0)
+            x = _pass_x(xs_ptr + o_x + cols[None, :], seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b,
+                        scale_ptr + o_b, lo_ptr + o_b, off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC,
+                        DATASET, X_KEPT)
             x_hi, x_lo = _split(x, PREC)
             if TIED:
                 dW = tl.load(pW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
@@ -353,7 +373,8 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr,
+                        X_KEPT: tl.constexpr):
     """Fused mode: program k advances model k by n_steps from t0 (the *_out parameters become its working
     copy; WT: W's mirror, W_in transposed, kept in step by the update). Tied models ignore the Wd, bh
     pointers and their moments and partials."""
@@ -376,7 +397,7 @@ def _train_tiled_kernel(xs_ptr, W_in, b_in, Wd_in, bh_in, W_out, WT_ptr, b_out, 
             _slice_grads(xs_ptr, W_out, WT_ptr, b_out, Wd_out, bh_out, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                          seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                          k, sl, k, n_slices, t0 + s, n, m, B, T, coef, MP, NC, BG, RELU, HRELU, PREC,
-                         SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT)
+                         SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT, X_KEPT)
         tl.debug_barrier()
         _log_slices_loss(lossp_ptr, loss_ptr, k, n_slices, t0 + s, total_steps, log_every, n_log, inv_bn)
         for c in range(0, n, NC):
@@ -396,13 +417,14 @@ def _tiled_grads_kernel(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb
                         MP: tl.constexpr, NC: tl.constexpr, BG: tl.constexpr,
                         RELU: tl.constexpr, HRELU: tl.constexpr, PREC: tl.constexpr,
                         SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr, TABS: tl.constexpr,
-                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr):
+                        TIED: tl.constexpr, MIRROR: tl.constexpr, GZ_KEPT: tl.constexpr,
+                        X_KEPT: tl.constexpr):
     """Split mode, step t: program (k, sl) computes slice sl of model k."""
     _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, pWd_ptr, pbh_ptr, lossp_ptr,
                  seed_ptr, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, imp_ptr,
                  tl.program_id(0).to(tl.int64), tl.program_id(1),
                  tl.program_id(0).to(tl.int64) * n_slices + tl.program_id(1), n_slices, t, n, m, B, T, coef,
-                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT)
+                 MP, NC, BG, RELU, HRELU, PREC, SETS, SYMMETRIC, DATASET, TABS, TIED, MIRROR, GZ_KEPT, X_KEPT)
 
 
 @kernel
@@ -431,7 +453,7 @@ def scratch_shapes(cfg, n: int, m: int, batch: int, split: bool, tied: bool) -> 
     n_slices = triton.cdiv(batch, cfg.slice_size)
     xn = -(-n // WIDE_NW.value) * WIDE_NW.value if cfg.gz_kept else n  # row stride: _slice_grads's xn
     shapes = {"pW": (n_slices, m, n), "pb": (n_slices, n), "lossp": (n_slices,),
-              "xs": (n_slices if split else 1, 2 if cfg.gz_kept else 1, cfg.slice_size, xn)}
+              "xs": (n_slices if split else 1, 2 if cfg.gz_kept else 1, cfg.slice_size, xn) if cfg.x_kept else (1,)}
     if not tied:
         shapes.update(pWd=(n_slices, m, n), pbh=(n_slices, m))  # dW_dec^T per slice, [m, n] like pW
     if cfg.input_precision == "ieee":
@@ -474,7 +496,7 @@ def train_tiled(state, data, consts, loss, t0: int, n_steps: int, total_steps: i
     xs = scratch("xs", torch.zeros if shapes["xs"][-1] > n else torch.empty)  # x's tile (then gz's)
     tables = (data.lo, data.off, data.gate, data.src)  # rng.py's set tables (read only with SETS)
     options = dict(SETS=data.sets, SYMMETRIC=data.symmetric, DATASET=data.dataset_size is not None,
-                   TABS=data.target_abs, TIED=tied, MIRROR=mirror, GZ_KEPT=gz_kept)
+                   TABS=data.target_abs, TIED=tied, MIRROR=mirror, GZ_KEPT=gz_kept, X_KEPT=cfg.x_kept)
     blocks = dict(MP=cfg.MP, NC=cfg.NP, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                   enable_fp_fusion=cfg.fp_fusion)
     if not split:  # maxnreg 255 unless a kernel_config caps it: Triton 3.9's ptxas otherwise capped the

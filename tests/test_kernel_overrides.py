@@ -36,7 +36,9 @@ def test_overrides_replace_only_the_named_fields():
                                           ({"BG": True}, "kernel_config BG must be a positive int"),
                                           ({"fp_fusion": 1}, "kernel_config fp_fusion must be True or False"),
                                           ({"tile_unroll": 0}, "kernel_config tile_unroll must be a positive int"),
-                                          ({"gz_kept": 0}, "kernel_config gz_kept must be True or False")])
+                                          ({"gz_kept": 0}, "kernel_config gz_kept must be True or False"),
+                                          ({"x_kept": "no"}, "kernel_config x_kept must be True or False"),
+                                          ({"x_kept": False}, "x_kept applies to the tiled kernel only")])
 def test_bad_overrides_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         with_overrides(choose_config(2, 1, 1024), bad)
@@ -44,7 +46,10 @@ def test_bad_overrides_are_refused_in_one_line(bad, message):
         with_overrides(choose_config(400, 30, 1024), {"tile_unroll": 2})  # a tiled shape: no tile loop to unroll
     with pytest.raises(ValueError, match="gz_kept=True applies to the tiled kernel at tf32x3 only"):
         with_overrides(choose_config(400, 30, 1024, "ieee", plain=True, capability=(9, 0)), {"gz_kept": True})
-    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept"}
+    with pytest.raises(ValueError, match="x_kept=False needs gz_kept=False"):
+        with_overrides(choose_config(400, 30, 1024, "tf32x3", plain=True), {"gz_kept": True, "x_kept": False})
+    assert set(TUNABLE) == {"BG", "num_warps", "max_registers", "num_stages", "fp_fusion", "tile_unroll", "gz_kept",
+                            "x_kept"}
 
 
 def test_gz_kept_switches_hoppers_wide_dw_products():
@@ -77,6 +82,24 @@ def test_tile_unroll_changes_no_bit(unroll):
     for a, b in ((got.W, base.W), (got.b, base.b), (got.loss_history, base.loss_history)):
         assert torch.equal(a, b)
     assert rel_err(got.W, train_torch(pop, cfg).W) < 1e-4  # and it is training: near the reference
+
+
+@pytest.mark.parametrize("prec", ["ieee", "tf32x3"])
+def test_x_drawn_in_every_pass_changes_no_bit(prec):
+    """x_kept=False draws x again in passes 2 and 3 instead of reading pass 1's scratch tile back: the same
+    values, so the same bits, in both launch modes. n = 45 (a masked last feature chunk), B = 70 (several
+    slices, the last one partial)."""
+    K = 2
+    pop = _pop(45, 20, K)
+    cfg = sp.TrainConfig(steps=2, batch_size=70, log_every=1)
+    assert not with_overrides(choose_config(45, 20, 70, prec), {"x_kept": False}).x_kept
+    for split in (True, False):
+        base = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split)
+        got = sp.train(pop, cfg, backend="triton", input_precision=prec, split=split,
+                       kernel_config={"x_kept": False})
+        for a, b in ((got.W, base.W), (got.b, base.b), (got.loss_history, base.loss_history)):
+            assert torch.equal(a, b)
+    assert rel_err(base.W, train_torch(pop, cfg).W) < 1e-3  # and it is training: near the reference
 
 
 @pytest.mark.parametrize("n,m,B,override", [
