@@ -54,12 +54,14 @@ def _chunk_masks(c, offs_c, n, mask_m):
 
 
 @triton.jit
-def _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
-            BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr):
+def _tile_x(draw, cols, mask_c, BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr,
+            DATASET: tl.constexpr):
     """The tile's samples [4 BG, NC] (features `cols`) and their validity: the kernel's ONE source of data
-    (pass 1 calls it and keeps x for passes 2 and 3; a data option is wired here and nowhere else). Plain
-    data (no sets, unit values, the stream) keeps batch_block's own code; the options take
-    philox_data.batch_block_general."""
+    (pass 1 calls it and keeps x for passes 2 and 3, or _pass_x calls it again; a data option is wired
+    here and nowhere else). draw: the slice's (seed, t, g0, B, T, n) and model k's table pointers (thr,
+    scale, lo, off; then gate, src). Plain data (no sets, unit values, the stream) keeps batch_block's own
+    code; the options take philox_data.batch_block_general."""
+    seed, t, g0, B, T, n, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr = draw
     if SETS or SYMMETRIC or DATASET:
         tab = load_tables(thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr, cols, mask_c, SETS)
         x, valid = batch_block_general(seed, t, g0, B, n, cols, mask_c, tab, batch_start(t, B, T, DATASET), T, BG,
@@ -70,16 +72,14 @@ def _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_
 
 
 @triton.jit
-def _pass_x(x_at, seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
-            BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr, DATASET: tl.constexpr,
-            X_KEPT: tl.constexpr):
+def _pass_x(x_at, draw, cols, mask_c, BG: tl.constexpr, SETS: tl.constexpr, SYMMETRIC: tl.constexpr,
+            DATASET: tl.constexpr, X_KEPT: tl.constexpr):
     """Passes 2 and 3's x tile [4 BG, NC]: pass 1's, read back from the scratch at x_at (X_KEPT), or drawn
     again by _tile_x (the same values: the same bits downstream)."""
     if X_KEPT:
         x = tl.load(x_at, mask=mask_c[None, :], other=0.0)
     else:
-        x, _ = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr, scale_ptr, lo_ptr, off_ptr, gate_ptr, src_ptr,
-                       BG, SETS, SYMMETRIC, DATASET)
+        x, _ = _tile_x(draw, cols, mask_c, BG, SETS, SYMMETRIC, DATASET)
     return x
 
 @triton.jit
@@ -200,6 +200,8 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
     o_w = offs_m[:, None] * n  # [MP, 1] row starts of W and of a partial slot (add columns)
     seed = tl.load(seed_ptr + k)
     g0 = sl * BG
+    # what _tile_x draws the slice's x from (every pass that draws it: one tuple, not twelve arguments)
+    draw = (seed, t, g0, B, T, n, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b, off_ptr + o_b, gate_ptr, src_ptr)
     rows = tl.arange(0, BG * LANES)
     o_x = rows[:, None] * xn  # [4 BG, 1] row starts of the tile's x (add columns)
     row_ok = (g0 * LANES + rows < B)[:, None]
@@ -214,8 +216,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
             w_hi, w_lo = _split(tl.load(W_ptr + o_w + cols[None, :], mask=mw, other=0.0), PREC)  # [MP, NC]
             wT_hi = tl.trans(w_hi)
             wT_lo = tl.trans(w_lo)
-        x, valid = _tile_x(seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
-                           off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET)
+        x, valid = _tile_x(draw, cols, mask_c, BG, SETS, SYMMETRIC, DATASET)
         if X_KEPT:
             tl.store(xs_ptr + o_x + cols[None, :], x, mask=mask_c[None, :])
         x_hi, x_lo = _split(x, PREC)
@@ -245,8 +246,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         bc = tl.load(b_ptr + o_b + cols, mask=mask_c, other=0.0)
         imp = tl.load(imp_ptr + o_b + cols, mask=mask_c, other=0.0)
         x_at = xs_ptr + o_x + cols[None, :]
-        x = _pass_x(x_at, seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b, scale_ptr + o_b, lo_ptr + o_b,
-                    off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC, DATASET, X_KEPT)
+        x = _pass_x(x_at, draw, cols, mask_c, BG, SETS, SYMMETRIC, DATASET, X_KEPT)
         valid = row_ok & mask_c[None, :]
         z = _dot(h_hi, h_lo, w_hi, w_lo, tl.zeros((BG * LANES, NC), dtype=tl.float32), PREC) + bc[None, :]
         y = tl.maximum(z, 0.0) if RELU else z
@@ -286,9 +286,7 @@ def _slice_grads(xs_ptr, W_ptr, WT_ptr, b_ptr, Wd_ptr, bh_ptr, pW_ptr, pb_ptr, p
         # pass 3: pW += gh^T x (untied: pW = gh^T x, the encoder's whole gradient)
         for c in range(0, n, NC):
             cols, mask_c, mw = _chunk_masks(c, offs_c, n, mask_m)
-            x = _pass_x(xs_ptr + o_x + cols[None, :], seed, t, g0, B, T, n, cols, mask_c, thr_ptr + o_b,
-                        scale_ptr + o_b, lo_ptr + o_b, off_ptr + o_b, gate_ptr, src_ptr, BG, SETS, SYMMETRIC,
-                        DATASET, X_KEPT)
+            x = _pass_x(xs_ptr + o_x + cols[None, :], draw, cols, mask_c, BG, SETS, SYMMETRIC, DATASET, X_KEPT)
             x_hi, x_lo = _split(x, PREC)
             if TIED:
                 dW = tl.load(pW_ptr + o_w + cols[None, :], mask=mw, other=0.0)
