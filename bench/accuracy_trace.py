@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     if args.device == "cpu":
         from superpos.interpreter_args import float_args_as_float32
         float_args_as_float32()  # float arguments as float32 scalars, as on a GPU
+        from superpos.interpreter_shortcuts import install
+        install()  # the interpreter's per-call repeats done once (same results, a third less time)
     if args.fma_dot:
         use_sequential_fma_dot()
     if args.device == "cpu":

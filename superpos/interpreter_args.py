@@ -3,7 +3,8 @@ so arithmetic on it runs in float64 there while a compiled launch types it float
 beta2 = 0.999 gives 0.001 under the interpreter and 0.0009999871 on a GPU: the kernels' AdamW once had
 that bias in every second-moment update, seen only on a GPU (an H200 at n=400 after 50 steps).
 float_args_as_float32() makes the interpreter hand such arguments over as float32 scalars, as a launch
-does; the test suite and bench/accuracy_trace.py --device cpu install it."""
+does; the triton backend on the CPU (superpos.triton_backend.check_device), the test suite and
+bench/accuracy_trace.py --device cpu install it."""
 import numpy as np
 
 

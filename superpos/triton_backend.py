@@ -104,6 +104,11 @@ def check_device(device: torch.device, input_precision: str) -> None:
         reason = unsupported_reason(torch.cuda.get_device_capability(device), input_precision)
         if reason:
             raise ValueError(reason)
+    else:  # Triton's interpreter: float arguments as float32, as a launch passes them; its repeats skipped
+        from .interpreter_args import float_args_as_float32
+        from .interpreter_shortcuts import install
+        float_args_as_float32()
+        install()
 
 
 def as_uint32_bits(x: torch.Tensor) -> torch.Tensor:

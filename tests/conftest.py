@@ -19,6 +19,9 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     try:  # float kernel arguments as float32 scalars, as on a GPU (superpos/interpreter_args.py)
         from superpos.interpreter_args import float_args_as_float32
         float_args_as_float32()
+        # work the interpreter redoes at every call done once (a third of its time; same results)
+        from superpos.interpreter_shortcuts import install
+        install()
         # tl.dot(..., input_precision="tf32") as TF32 mmas compute it (truncated operands, each k=8 step
         # rounded toward zero), not in float32: tf32x3's operand split is then put to the test here too
         from superpos.tf32_emulation import emulate_tf32_dots_from_now

@@ -1,0 +1,83 @@
+"""Two things Triton's interpreter (3.6 to 3.9) redoes on every call although the result cannot change,
+which together took about a third of the kernel tests' time. install() makes it do each once; what a
+kernel computes does not change (tests/test_interpreter_shortcuts.py). The triton backend on the CPU
+(superpos.triton_backend.check_device), the test suite and bench/accuracy_trace.py install it.
+
+- At every call of a @triton.jit helper it re-patches all of triton.language (every builtin of tl,
+  tl.tensor and tl.math, found by inspect.getmembers), although the launch already patched it: a tiled
+  tf32x3 test made 15,534 helper calls, 27 s of its 96 s. patch_language_once_per_launch() skips the
+  re-patch when the modules the helper sees (triton.language, triton.language.core) were patched by the
+  running launch; a launch, or a helper seeing a module the launch did not patch, goes through Triton.
+- _get_np_dtype (tl dtype -> numpy dtype, called for every operation's result) builds its 17-entry
+  table at every call, ~80 us: 13 s of a 137 s small-kernel test. np_dtypes_from_one_table() builds
+  the table once and looks types up in it as Triton's function does."""
+import inspect
+
+
+def install() -> bool:
+    """Both shortcuts (idempotent); False where this Triton's interpreter lacks either function."""
+    return patch_language_once_per_launch() & np_dtypes_from_one_table()
+
+
+def patch_language_once_per_launch() -> bool:
+    from triton.runtime import interpreter
+    import triton.language as tl
+
+    original = getattr(interpreter, "_patch_lang", None)
+    if original is None:
+        return False
+    if getattr(original, "once_per_launch", False):
+        return True
+    patched = set()  # ids of the language modules the running launch patched; empty between launches
+    seen = {}  # id of a helper's globals -> (those globals, kept so the id stays theirs; ids of its language modules)
+
+    def languages(fn):
+        g = fn.__globals__
+        if id(g) not in seen:
+            seen[id(g)] = (g, frozenset(id(v) for v in g.values() if inspect.ismodule(v) and v in (tl, tl.core)))
+        return seen[id(g)][1]
+
+    def patch_lang(fn):
+        langs = languages(fn)
+        if patched and langs and langs <= patched:
+            return interpreter._LangPatchScope()  # a helper call inside the launch: nothing to change
+        scope = original(fn)
+        if not patched:  # a launch: it restores its scope when its grid is done
+            restore = scope.restore
+
+            def restore_and_forget():
+                restore()
+                patched.clear()
+            scope.restore = restore_and_forget
+        patched.update(langs)
+        return scope
+    patch_lang.once_per_launch = True
+    interpreter._patch_lang = patch_lang
+    return True
+
+
+def np_dtypes_from_one_table() -> bool:
+    from triton.runtime import interpreter
+    import triton.language as tl
+
+    original = getattr(interpreter, "_get_np_dtype", None)
+    if original is None:
+        return False
+    if getattr(original, "one_table", False):
+        return True
+    # the scalar types Triton's function knows, each mapped as it maps them
+    table = {}
+    for name in ("int1", "float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                 "int64", "uint64", "bfloat16", "float8e5", "float8e5b16", "float8e4nv", "float8e4b8", "float8e4b15"):
+        if hasattr(tl, name):
+            table[getattr(tl, name)] = original(getattr(tl, name))
+
+    def get_np_dtype(tt_dtype):
+        if isinstance(tt_dtype, tl.block_type):
+            tt_dtype = tt_dtype.element_ty
+        if isinstance(tt_dtype, tl.pointer_type):
+            return original(tt_dtype)
+        return table[tt_dtype] if tt_dtype in table else original(tt_dtype)  # anything else: Triton's answer
+    get_np_dtype.one_table = True
+    interpreter._get_np_dtype = get_np_dtype
+    return True
