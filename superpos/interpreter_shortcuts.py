@@ -19,15 +19,32 @@ def install() -> bool:
     return patch_language_once_per_launch() & np_dtypes_from_one_table()
 
 
+def _replace(name: str, make) -> bool:
+    """interpreter.<name> := make(Triton's function), once (the replacement is marked); False where this
+    Triton's interpreter has no such function."""
+    from triton.runtime import interpreter
+    original = getattr(interpreter, name, None)
+    if original is None:
+        return False
+    if not getattr(original, "superpos_shortcut", False):
+        replacement = make(original)
+        replacement.superpos_shortcut = True
+        setattr(interpreter, name, replacement)
+    return True
+
+
 def patch_language_once_per_launch() -> bool:
+    return _replace("_patch_lang", _patch_lang_once_per_launch)
+
+
+def np_dtypes_from_one_table() -> bool:
+    return _replace("_get_np_dtype", _np_dtype_from_one_table)
+
+
+def _patch_lang_once_per_launch(original):
     from triton.runtime import interpreter
     import triton.language as tl
 
-    original = getattr(interpreter, "_patch_lang", None)
-    if original is None:
-        return False
-    if getattr(original, "once_per_launch", False):
-        return True
     patched = set()  # ids of the language modules the running launch patched; empty between launches
     seen = {}  # id of a helper's globals -> (those globals, kept so the id stays theirs; ids of its language modules)
 
@@ -51,20 +68,12 @@ def patch_language_once_per_launch() -> bool:
             scope.restore = restore_and_forget
         patched.update(langs)
         return scope
-    patch_lang.once_per_launch = True
-    interpreter._patch_lang = patch_lang
-    return True
+    return patch_lang
 
 
-def np_dtypes_from_one_table() -> bool:
-    from triton.runtime import interpreter
+def _np_dtype_from_one_table(original):
     import triton.language as tl
 
-    original = getattr(interpreter, "_get_np_dtype", None)
-    if original is None:
-        return False
-    if getattr(original, "one_table", False):
-        return True
     # the scalar types Triton's function knows, each mapped as it maps them
     table = {}
     for name in ("int1", "float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
@@ -78,6 +87,4 @@ def np_dtypes_from_one_table() -> bool:
         if isinstance(tt_dtype, tl.pointer_type):
             return original(tt_dtype)
         return table[tt_dtype] if tt_dtype in table else original(tt_dtype)  # anything else: Triton's answer
-    get_np_dtype.one_table = True
-    interpreter._get_np_dtype = get_np_dtype
-    return True
+    return get_np_dtype
