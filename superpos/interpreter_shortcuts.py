@@ -1,6 +1,6 @@
-"""Two things Triton's interpreter (3.6 to 3.9) redoes on every call although the result cannot change,
-which together took about a third of the kernel tests' time. install() makes it do each once; what a
-kernel computes does not change (tests/test_interpreter_shortcuts.py). The triton backend on the CPU
+"""Work Triton's interpreter (3.6 to 3.9) repeats on every call although the result cannot change, which
+together took about 40% of the kernel tests' time. install() makes it do each once; what a kernel
+computes does not change (tests/test_interpreter_shortcuts.py). The triton backend on the CPU
 (superpos.triton_backend.check_device), the test suite and bench/accuracy_trace.py install it.
 
 - At every call of a @triton.jit helper it re-patches all of triton.language (every builtin of tl,
@@ -10,13 +10,22 @@ kernel computes does not change (tests/test_interpreter_shortcuts.py). The trito
   running launch; a launch, or a helper seeing a module the launch did not patch, goes through Triton.
 - _get_np_dtype (tl dtype -> numpy dtype, called for every operation's result) builds its 17-entry
   table at every call, ~80 us: 13 s of a 137 s small-kernel test. np_dtypes_from_one_table() builds
-  the table once and looks types up in it as Triton's function does."""
+  the table once and looks types up in it as Triton's function does.
+- tl.tuple builds its type (a name string of every value's type) at construction; the tiny path's
+  per-feature tuples made 1.1 million of them in one test. tuple_types_when_asked() builds it on first
+  read (interpreter only).
+
+Measured on a 2-core CPU, one test at a time, none / the first two / all three:
+test_kernel_matches_reference[5-2-linear-cosine-0.0] 21.9 / 13.0 / 11.1 s,
+test_hopper_tf32x3_wide_dw_products[40-300] 23.0 / 14.4 / 15.0 s."""
 import inspect
+import os
 
 
 def install() -> bool:
-    """Both shortcuts (idempotent); False where this Triton's interpreter lacks either function."""
-    return patch_language_once_per_launch() & np_dtypes_from_one_table()
+    """The shortcuts (idempotent); False where this Triton's interpreter lacks one of the functions, or
+    where TRITON_INTERPRET is not 1 (then tuples keep Triton's own constructor: the compiler uses them)."""
+    return patch_language_once_per_launch() & np_dtypes_from_one_table() & tuple_types_when_asked()
 
 
 def _replace(name: str, make) -> bool:
@@ -88,3 +97,39 @@ def _np_dtype_from_one_table(original):
             return original(tt_dtype)
         return table[tt_dtype] if tt_dtype in table else original(tt_dtype)  # anything else: Triton's answer
     return get_np_dtype
+
+
+def tuple_types_when_asked() -> bool:
+    """tl.tuple's type computed when first read, not at every construction (where Triton builds it, name
+    string included, from every value's type: a fifth of a small-kernel test, 1.1 million tuples); the
+    same type, from the same values. Only under the interpreter."""
+    import triton.language.core as core
+    cls = core.tuple
+    if getattr(cls, "superpos_shortcut", False):
+        return True
+    if os.environ.get("TRITON_INTERPRET") != "1" or not hasattr(core, "_type_for_tuple_values"):
+        return False
+
+    def __init__(self, args, type=None):
+        self.values = [i for i in args]
+        if isinstance(type, core.tuple_type):
+            self._type = type
+        elif type is not None:  # a list or tuple of types, as Triton's constructor takes them
+            self._type = core.tuple_type(type)
+        else:
+            self._type = None  # from self.values, when read
+
+    def get_type(self):
+        t = self.__dict__.get("_type")  # not getattr: tl.tuple's __getattr__ reads self.type
+        if t is None:
+            t = self._type = core._type_for_tuple_values(self.values)
+        return t
+
+    def set_type(self, value):
+        self._type = value
+
+    cls.superpos_original_init = cls.__init__  # for the test that compares the two
+    cls.__init__ = __init__
+    cls.type = property(get_type, set_type)
+    cls.superpos_shortcut = True
+    return True

@@ -82,3 +82,21 @@ def test_numpy_dtypes_are_tritons():
         get(tl.void)  # what Triton's function does with a type it has no numpy type for
     with pytest.raises(KeyError):
         original(tl.void)
+
+
+def test_tuple_types_are_tritons():
+    core = tl.core
+    assert getattr(core.tuple, "superpos_shortcut", False)
+    x = tl.tensor(None, tl.block_type(tl.float32, [4, 8]))
+    inner = core.tuple([x, 3])
+    cases = [([x, 3, 2.5], None), ([inner, tl.int32, x], None), ([x, 1], core.tuple_type([x.type, core.constexpr_type(1)])),
+             ([x, 1], [x.type, core.constexpr_type(1)]), ([], None)]
+    for values, given in cases:
+        lazy = core.tuple(values, given)
+        eager = object.__new__(core.tuple)
+        core.tuple.superpos_original_init(eager, values, given)  # Triton's constructor: its type at once
+        assert str(lazy.type) == str(eager.type) and lazy.type == eager.type
+    named = core.tuple([x, 7], core.tuple_type([x.type, core.constexpr_type(7)], ["a", "b"]))
+    assert named.a is x and named.b == 7  # tl.tuple's field access goes through its type
+    named._setitem(1, 9)  # what Triton's code mutates a tuple by: the type follows the values
+    assert named.b == 9 and str(named.type) == str(core.tuple_type([x.type, core.constexpr_type(9)], ["a", "b"]))
