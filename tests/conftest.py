@@ -19,7 +19,7 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     try:  # float kernel arguments as float32 scalars, as on a GPU (superpos/interpreter_args.py)
         from superpos.interpreter_args import float_args_as_float32
         float_args_as_float32()
-        # work the interpreter redoes at every call done once (a third of its time; same results)
+        # work the interpreter redoes at every call done once (35-50% of its time; same results)
         from superpos.interpreter_shortcuts import install
         install()
         # tl.dot(..., input_precision="tf32") as TF32 mmas compute it (truncated operands, each k=8 step
