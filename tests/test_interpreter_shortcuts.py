@@ -100,3 +100,24 @@ def test_tuple_types_are_tritons():
     assert named.a is x and named.b == 7  # tl.tuple's field access goes through its type
     named._setitem(1, 9)  # what Triton's code mutates a tuple by: the type follows the values
     assert named.b == 9 and str(named.type) == str(core.tuple_type([x.type, core.constexpr_type(9)], ["a", "b"]))
+
+
+def test_the_triton_backend_on_the_cpu_installs_them():
+    """A user's TRITON_INTERPRET=1 run (no test conftest): sp.train(backend="triton") passes float arguments
+    as float32, as a GPU launch does, and takes the shortcuts."""
+    import subprocess
+    import sys
+    code = """
+import superpos as sp
+from triton.runtime import interpreter
+before = (getattr(interpreter._implicit_cvt, "float32_scalars", False), getattr(interpreter._patch_lang, "superpos_shortcut", False))
+pop = sp.Population(sp.ModelSpec(2, 1), feature_probability=0.5, importance=1.0, seed=[0])
+sp.train(pop, sp.TrainConfig(steps=1, batch_size=8), backend="triton")
+after = (interpreter._implicit_cvt.float32_scalars, interpreter._patch_lang.superpos_shortcut,
+         interpreter._get_np_dtype.superpos_shortcut)
+print(before, after)
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "(False, False) (True, True, True)"
