@@ -1,7 +1,7 @@
 """Work Triton's interpreter (3.6 to 3.9) repeats on every call although the result cannot change, which
 together took about 40% of the kernel tests' time. install() makes it do each once; what a kernel
-computes does not change (tests/test_interpreter_shortcuts.py). The triton backend on the CPU
-(superpos.triton_backend.check_device), the test suite and bench/accuracy_trace.py install it.
+computes does not change (tests/test_interpreter_shortcuts.py). interpreter_args.interpret_as_a_gpu_launch()
+installs it for the triton backend on the CPU, the test suite and bench/accuracy_trace.py.
 
 - At every call of a @triton.jit helper it re-patches all of triton.language (every builtin of tl,
   tl.tensor and tl.math, found by inspect.getmembers), although the launch already patched it: a tiled
@@ -21,6 +21,8 @@ test_hopper_tf32x3_wide_dw_products[40-300] 23.0 / 14.4 / 15.0 s."""
 import inspect
 import os
 
+from .interpreter_args import replace_in_interpreter
+
 
 def install() -> bool:
     """The shortcuts (idempotent); False where this Triton's interpreter lacks one of the functions, or
@@ -28,26 +30,12 @@ def install() -> bool:
     return patch_language_once_per_launch() & np_dtypes_from_one_table() & tuple_types_when_asked()
 
 
-def _replace(name: str, make) -> bool:
-    """interpreter.<name> := make(Triton's function), once (the replacement is marked); False where this
-    Triton's interpreter has no such function."""
-    from triton.runtime import interpreter
-    original = getattr(interpreter, name, None)
-    if original is None:
-        return False
-    if not getattr(original, "superpos_shortcut", False):
-        replacement = make(original)
-        replacement.superpos_shortcut = True
-        setattr(interpreter, name, replacement)
-    return True
-
-
 def patch_language_once_per_launch() -> bool:
-    return _replace("_patch_lang", _patch_lang_once_per_launch)
+    return replace_in_interpreter("_patch_lang", _patch_lang_once_per_launch, "superpos_shortcut")
 
 
 def np_dtypes_from_one_table() -> bool:
-    return _replace("_get_np_dtype", _np_dtype_from_one_table)
+    return replace_in_interpreter("_get_np_dtype", _np_dtype_from_one_table, "superpos_shortcut")
 
 
 def _patch_lang_once_per_launch(original):

@@ -104,11 +104,6 @@ def check_device(device: torch.device, input_precision: str) -> None:
         reason = unsupported_reason(torch.cuda.get_device_capability(device), input_precision)
         if reason:
             raise ValueError(reason)
-    else:  # Triton's interpreter: float arguments as float32, as a launch passes them; its repeats skipped
-        from .interpreter_args import float_args_as_float32
-        from .interpreter_shortcuts import install
-        float_args_as_float32()
-        install()
 
 
 def as_uint32_bits(x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +162,9 @@ def train_triton(pop: Population, cfg: TrainConfig, device=None, progress=None, 
         raise ValueError(f"backend: 'triton' has no kernel for {why}; use backend 'torch' (or 'auto')")
     device = _device(device)
     check_device(device, input_precision)
+    if device.type != "cuda":  # Triton's interpreter: float arguments as float32, as a launch passes them
+        from .interpreter_args import interpret_as_a_gpu_launch
+        interpret_as_a_gpu_launch()
     n, m = pop.spec.n_features, pop.spec.n_hidden
     kcfg = choose_config(n, m, cfg.batch_size, input_precision, **family_config(pop.spec, pop.data),
                          capability=launch_capability(device))

@@ -17,11 +17,9 @@ DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     try:  # float kernel arguments as float32 scalars, as on a GPU (superpos/interpreter_args.py)
-        from superpos.interpreter_args import float_args_as_float32
-        float_args_as_float32()
-        # work the interpreter redoes at every call done once (35-50% of its time; same results)
-        from superpos.interpreter_shortcuts import install
-        install()
+        # and the interpreter's per-call repeats done once (35-50% of its time; superpos/interpreter_shortcuts.py)
+        from superpos.interpreter_args import interpret_as_a_gpu_launch
+        interpret_as_a_gpu_launch()
         # tl.dot(..., input_precision="tf32") as TF32 mmas compute it (truncated operands, each k=8 step
         # rounded toward zero), not in float32: tf32x3's operand split is then put to the test here too
         from superpos.tf32_emulation import emulate_tf32_dots_from_now
